@@ -1,0 +1,3 @@
+"""annotations."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""inferers."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""metrics."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""networks/blocks."""
+
+from __future__ import annotations

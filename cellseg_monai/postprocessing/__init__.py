@@ -1,0 +1,3 @@
+"""postprocessing."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""transforms."""
+
+from __future__ import annotations
