@@ -1,3 +1,7 @@
-"""engines."""
+"""Batch preparation and iteration for multi-input, multi-output and weak-label batches."""
 
 from __future__ import annotations
+
+from .prepare_batch import PrepareBatchDict
+
+__all__ = ["PrepareBatchDict"]

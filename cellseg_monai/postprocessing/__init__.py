@@ -1,3 +1,18 @@
-"""postprocessing."""
+"""Post-processing: probability maps and foreground masks → instance label images, the classic baseline,
+per-object measurements."""
 
 from __future__ import annotations
+
+from cellseg_monai.postprocessing.classic import ClassicBaseline, otsu_foreground, otsu_watershed
+from cellseg_monai.postprocessing.instances import mask_to_instances, probability_to_instances
+from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
+
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "ClassicBaseline",
+    "mask_to_instances",
+    "measure_instances",
+    "otsu_foreground",
+    "otsu_watershed",
+    "probability_to_instances",
+]

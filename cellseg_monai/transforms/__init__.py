@@ -1,3 +1,27 @@
-"""transforms."""
+"""MONAI-style transforms: each an array class doing the work and a dictionary (``...d``) wrapper."""
 
 from __future__ import annotations
+
+from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
+from .io import LoadMicroscopy, LoadMicroscopyd, match_channels
+from .mixture import MixtureToProbabilities, MixtureToProbabilitiesd
+from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd
+from .save_instances import SaveInstancesd, instance_overlay
+from .scribbles import SimulateScribbles, SimulateScribblesd
+
+__all__ = [
+    "BlindSpot",
+    "BlindSpotd",
+    "LoadMicroscopy",
+    "LoadMicroscopyd",
+    "MixtureToProbabilities",
+    "MixtureToProbabilitiesd",
+    "ProbabilityToInstances",
+    "ProbabilityToInstancesd",
+    "SaveInstancesd",
+    "SimulateScribbles",
+    "SimulateScribblesd",
+    "instance_overlay",
+    "match_channels",
+    "sample_blind_spots",
+]

@@ -1,0 +1,88 @@
+"""Checkpointing of a whole training state (model, optimizer, trainer) with opt-in resume."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+__all__ = ["TrainingCheckpoint", "latest_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str:
+    """Path of the newest ``<prefix>_*=N.pt`` (highest N) that MONAI's ``CheckpointSaver`` wrote in ``directory``.
+
+    Returns an empty string when there is none.
+    """
+    best, best_n = "", -1
+    for path in glob.glob(os.path.join(str(directory), f"{prefix}_*.pt")):
+        match = re.search(r"=(\d+)\.pt$", os.path.basename(path))
+        n = int(match.group(1)) if match else 0
+        if n > best_n:
+            best, best_n = path, n
+    return best
+
+
+class TrainingCheckpoint:
+    """Save ``{model, optimizer, trainer[, lr_scheduler]}`` every ``interval`` epochs; optionally resume first.
+
+    A bundle config cannot name the trainer inside the trainer's own handler list (MONAI's config resolver
+    rejects the circular reference), so this handler receives the trainer in :meth:`attach` and builds MONAI's
+    ``CheckpointSaver`` / ``CheckpointLoader`` there.
+
+    Args:
+        save_dir: folder of the ``checkpoint_epoch=N.pt`` files (the run's ``output_dir``).
+        network, optimizer, lr_scheduler: objects whose ``state_dict`` is saved.
+        resume: restore the newest checkpoint in ``save_dir`` before training (warns and starts afresh if none).
+        save: write checkpoints (set ``False`` on non-zero ranks of a distributed run; every rank still resumes).
+        interval: save every ``interval`` epochs; ``n_saved`` newest files are kept.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Any | None = None,
+        resume: bool = False,
+        save: bool = True,
+        interval: int = 1,
+        n_saved: int = 1,
+    ) -> None:
+        self.save_dir = str(save_dir)
+        self.network = network
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.resume = resume
+        self.save = save
+        self.interval = interval
+        self.n_saved = n_saved
+
+    def attach(self, engine: Engine) -> None:
+        state: dict[str, Any] = {"model": self.network, "optimizer": self.optimizer, "trainer": engine}
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler
+        if self.resume:
+            path = latest_checkpoint(self.save_dir)
+            if path:
+                logger.info("resuming training from %s", path)
+                CheckpointLoader(load_path=path, load_dict=state, map_location="cpu").attach(engine)
+            else:
+                logger.warning("resume requested but %s holds no checkpoint_*.pt: training from scratch", self.save_dir)
+        if self.save:
+            CheckpointSaver(
+                save_dir=self.save_dir,
+                save_dict=state,
+                file_prefix="checkpoint",
+                save_interval=self.interval,
+                n_saved=self.n_saved,
+                epoch_level=True,
+            ).attach(engine)

@@ -1,0 +1,68 @@
+"""Ignite handlers of the instance and pixel metrics, usable from bundle configs (like MONAI's ``MeanDice``).
+
+Example (bundle JSON, evaluator ``key_val_metric``)::
+
+    "val_f1": {
+        "_target_": "cellseg_monai.handlers.metrics.InstanceMetricHandler",
+        "name": "f1@0.5",
+        "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from monai.handlers.ignite_metric import IgniteMetricHandler
+from monai.utils import MetricReduction
+
+from cellseg_monai.metrics.cumulative import InstanceMetric, PixelMetric
+
+__all__ = ["InstanceMetricHandler", "PixelMetricHandler"]
+
+
+class InstanceMetricHandler(IgniteMetricHandler):
+    """Mean over images of one named instance metric (:class:`cellseg_monai.metrics.cumulative.InstanceMetric`).
+
+    Args:
+        name: metric name, e.g. ``"f1@0.5"``, ``"ap_dsb_mean"``, ``"aji"``, ``"pq"``, ``"mdice"``.
+        reduction: MONAI reduction of the per-image values, ``"mean"`` by default.
+        output_transform: callable mapping ``engine.state.output`` to ``(y_pred, y)``: predicted instance labels
+            and GT instance labels, batch-first (B, 1, H, W) tensors or lists of (1, H, W) tensors, e.g.
+            ``monai.handlers.from_engine(["pred", "label"])``.
+        save_details: save the per-image values to ``engine.state.metric_details[<metric name>]``.
+    """
+
+    def __init__(
+        self,
+        name: str = "f1@0.5",
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
+    ) -> None:
+        metric_fn = InstanceMetric(name=name, reduction=reduction)
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
+
+
+class PixelMetricHandler(IgniteMetricHandler):
+    """Mean over images of a pixel metric (:class:`cellseg_monai.metrics.cumulative.PixelMetric`).
+
+    Args:
+        name: ``"f1"``, ``"dice"``, ``"iou"`` or ``"auc"``.
+        threshold: foreground probability threshold in [0, 1] (not used by ``"auc"``).
+        reduction: MONAI reduction of the per-image values, ``"mean"`` by default (NaN values skipped).
+        output_transform: callable mapping ``engine.state.output`` to ``(y_pred, y)``: foreground probability
+            (B, 1, H, W) in [0, 1] and GT instance labels (B, 1, H, W), or lists of (1, H, W) tensors.
+        save_details: save the per-image values to ``engine.state.metric_details[<metric name>]``.
+    """
+
+    def __init__(
+        self,
+        name: str = "auc",
+        threshold: float = 0.5,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
+    ) -> None:
+        metric_fn = PixelMetric(name=name, threshold=threshold, reduction=reduction)
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)

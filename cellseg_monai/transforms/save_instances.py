@@ -1,0 +1,204 @@
+"""Write the inference outputs of one image: instance label TIFF, overlay PNG and per-object measurement CSV."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from skimage.color import hsv2rgb
+from skimage.segmentation import find_boundaries
+
+from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
+
+__all__ = ["SaveInstancesd", "instance_overlay"]
+
+logger = logging.getLogger(__name__)
+
+_GOLDEN_RATIO_CONJUGATE = 0.618033988749895
+# boundary hues from orange to cyan: they stand out on grey, on fluorescence and on purple/pink (H&E) stains
+_HUE_LOW, _HUE_HIGH = 0.05, 0.5
+
+
+def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _normalise(x: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> np.ndarray:
+    """Percentile normalisation to [0, 1] (clipped); a constant image maps to 0."""
+    x = x.astype(np.float64)
+    lo, hi = np.percentile(x, [lower, upper])
+    if hi <= lo:
+        return np.zeros_like(x)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _display_rgb(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) or (C, H, W) image of any range → (H, W, 3) float RGB in [0, 1] for display.
+
+    One channel (or more than three) is shown grey (the channel mean); three channels as RGB normalised jointly
+    (keeps the colour balance of H&E); two channels as red and green, each normalised on its own. None gives black.
+    """
+    if image is None:
+        return np.zeros((*shape, 3))
+    if image.ndim == 2:
+        image = image[None]
+    if image.shape[0] == 3:
+        return np.moveaxis(_normalise(image), 0, -1)
+    if image.shape[0] == 2:
+        return np.stack([_normalise(image[0]), _normalise(image[1]), np.zeros(shape)], axis=-1)
+    grey = _normalise(image.mean(axis=0))
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def instance_overlay(labels: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+    """Draw the boundary of each instance, one colour per instance, on the image.
+
+    Args:
+        labels: (H, W) integer instance labels, 0 = background.
+        image: (H, W) or channel-first (C, H, W) image of any range (percentile-normalised for display, see
+            ``_display_rgb``), or None for a black background.
+
+    Returns:
+        (H, W, 3) uint8 RGB image. Boundary pixels (``skimage.segmentation.find_boundaries``, mode "inner") of
+        object ``i`` get a fully saturated hue between orange and cyan, ``0.05 + 0.45 · frac(i · 0.618…)`` (golden-ratio
+        steps, so neighbouring ids differ in colour; no blue or magenta, which vanish on H&E).
+    """
+    rgb = _display_rgb(image, labels.shape)
+    boundary = find_boundaries(labels, mode="inner") & (labels > 0)
+    ids = labels[boundary].astype(np.float64)
+    hue = _HUE_LOW + (_HUE_HIGH - _HUE_LOW) * ((ids * _GOLDEN_RATIO_CONJUGATE) % 1.0)
+    hsv = np.stack([hue, np.ones_like(ids), np.ones_like(ids)], axis=-1)
+    rgb[boundary] = hsv2rgb(hsv[None])[0]
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+class SaveInstancesd(MapTransform):
+    """Write, for one (decollated) data dict, ``<output_dir>/<id>.tif``, ``<id>_overlay.png`` and ``<id>.csv``.
+
+    - ``<id>.tif``: the instance labels, (H, W) uint16 (uint32 when an id exceeds 65535), 0 = background.
+    - ``<id>_overlay.png``: (H, W, 3) uint8, the image with instance boundaries in colour (:func:`instance_overlay`).
+    - ``<id>.csv``: one row per object, columns ``id,area,centroid_y,centroid_x,mean_intensity,score``
+      (:func:`cellseg_monai.postprocessing.measure.measure_instances`; score is 1.0 without a probability map).
+
+    The id is ``data[keys].meta["id"]``, else the stem of its ``meta["filename_or_obj"]``, else the same two
+    looked up in the image's meta. The data dict is returned unchanged; one log line (INFO) is written per image.
+
+    Args:
+        keys: the key of the (1, H, W) integer (or integer-valued float) instance labels — exactly one key.
+        output_dir: folder to write into; created when missing.
+        image_key: key of the (C, H, W) or (H, W) image (any range), used for the overlay and mean intensities;
+            None (or a key absent from the data) gives a black overlay and NaN mean intensities.
+        prob_key: key of the (1, H, W) foreground probability whose mean over an object is its score; None, or a
+            key absent from the data, gives score 1.0.
+        overlay: write the overlay PNG.
+        measurements: write the measurement CSV.
+        allow_missing_keys: skip (write nothing) when the label key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        output_dir: str | Path = "./predictions",
+        image_key: str | None = "image",
+        prob_key: str | None = "fg_prob",
+        overlay: bool = True,
+        measurements: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"SaveInstancesd writes one label image per data dict; got keys {self.keys}.")
+        self.output_dir = Path(output_dir)
+        self.image_key = image_key
+        self.prob_key = prob_key
+        self.overlay = overlay
+        self.measurements = measurements
+
+    def _image_id(self, data: Mapping[Hashable, object], key: Hashable) -> str:
+        for source in (key, self.image_key):
+            meta = getattr(data.get(source), "meta", None) if source is not None else None
+            if not meta:
+                continue
+            if meta.get("id"):
+                image_id = str(meta["id"])
+            elif meta.get("filename_or_obj"):
+                image_id = Path(str(meta["filename_or_obj"])).stem
+            else:
+                continue
+            if image_id in (".", "..") or "/" in image_id or "\\" in image_id:
+                raise ValueError(f"Image id {image_id!r} (from data[{source!r}].meta) cannot be used as a file name.")
+            return image_id
+        raise ValueError(
+            f"Cannot name the output: neither data[{key!r}].meta nor data[{self.image_key!r}].meta has an 'id' or "
+            "'filename_or_obj' entry (load images with cellseg_monai's loaders, which set both)."
+        )
+
+    def _labels(self, data: Mapping[Hashable, object], key: Hashable, image_id: str) -> np.ndarray:
+        labels = _to_numpy(data[key])
+        if labels.ndim != 3 or labels.shape[0] != 1:
+            raise ValueError(f"{image_id}: data[{key!r}] must be (1, H, W) instance labels, got {labels.shape}.")
+        labels = labels[0]
+        if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number):
+            raise TypeError(f"{image_id}: data[{key!r}] must hold integer instance ids, got dtype {labels.dtype}.")
+        if not np.issubdtype(labels.dtype, np.integer) and not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"{image_id}: data[{key!r}] holds non-integer values; expected instance labels.")
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"{image_id}: data[{key!r}] holds negative values; expected instance labels >= 0.")
+        dtype = np.uint16 if labels.size == 0 or labels.max() <= np.iinfo(np.uint16).max else np.uint32
+        return labels.astype(dtype)
+
+    def _optional(self, data: Mapping[Hashable, object], key: str | None) -> np.ndarray | None:
+        if key is None or key not in data:
+            return None
+        value = data[key]
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"data[{key!r}] must be a loaded array or tensor, got {type(value).__name__}.")
+        return _to_numpy(value).astype(np.float32)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
+        for key in self.key_iterator(data):
+            image_id = self._image_id(data, key)
+            labels = self._labels(data, key, image_id)
+            image = self._optional(data, self.image_key)
+            prob = self._optional(data, self.prob_key)
+            if image is not None and (image.ndim not in (2, 3) or image.shape[-2:] != labels.shape):
+                raise ValueError(
+                    f"{image_id}: labels are {labels.shape[0]}x{labels.shape[1]} (H x W) but data[{self.image_key!r}]"
+                    f" has shape {image.shape}; expected (C, H, W) or (H, W) with the same H x W."
+                )
+            if prob is not None:
+                if prob.ndim == 3 and prob.shape[0] == 1:
+                    prob = prob[0]
+                if prob.shape != labels.shape:
+                    raise ValueError(
+                        f"{image_id}: labels are {labels.shape[0]}x{labels.shape[1]} (H x W) but "
+                        f"data[{self.prob_key!r}] has shape {prob.shape}; expected (1, H, W) with the same H x W."
+                    )
+
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            tif_path = self.output_dir / f"{image_id}.tif"
+            tifffile.imwrite(tif_path, labels, compression="zlib")
+            written = [tif_path.name]
+            if self.overlay:
+                png_path = self.output_dir / f"{image_id}_overlay.png"
+                iio.imwrite(png_path, instance_overlay(labels, image))
+                written.append(png_path.name)
+            n_objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+            if self.measurements:
+                rows = measure_instances(labels, image, prob)
+                csv_path = self.output_dir / f"{image_id}.csv"
+                with open(csv_path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=MEASUREMENT_COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(rows)
+                written.append(csv_path.name)
+            logger.info("%s: %d objects -> %s in %s", image_id, n_objects, ", ".join(written), self.output_dir)
+        return data

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine, Events
+
+from cellseg_monai.handlers.checkpoint import TrainingCheckpoint, latest_checkpoint
+
+
+def test_latest_checkpoint_picks_highest_epoch(tmp_path):
+    assert latest_checkpoint(tmp_path) == ""
+    for n in (2, 10, 9):
+        (tmp_path / f"checkpoint_epoch={n}.pt").write_bytes(b"")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_epoch=10.pt")
+
+
+def _engine_with(net, opt, tmp_path, resume):
+    def step(engine, batch):
+        opt.zero_grad()
+        loss = net(torch.ones(1, 2)).sum()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    engine = Engine(step)
+    TrainingCheckpoint(str(tmp_path), net, opt, resume=resume).attach(engine)
+    return engine
+
+
+def test_save_then_resume_restores_weights_and_epoch(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    _engine_with(net, opt, tmp_path, resume=False).run([0, 1], max_epochs=3)
+    saved = latest_checkpoint(tmp_path)
+    assert saved.endswith("=3.pt")
+    trained = {k: v.clone() for k, v in net.state_dict().items()}
+
+    net2 = torch.nn.Linear(2, 1)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.1)
+    engine2 = _engine_with(net2, opt2, tmp_path, resume=True)
+    seen = []
+    engine2.add_event_handler(Events.STARTED, lambda e: seen.append((e.state.epoch, net2.weight.detach().clone())))
+    engine2.run([0, 1], max_epochs=5)
+    start_epoch, start_weight = seen[0]
+    assert start_epoch == 3
+    assert torch.equal(start_weight, trained["weight"])
+    assert engine2.state.epoch == 5
