@@ -205,8 +205,10 @@ def validate_scribbles(scribbles: np.ndarray, source: str | os.PathLike = "<arra
         DataError: naming ``source`` and the problem (colour drawing, 3D, non-integral, negative, out of range).
     """
     arr = np.asarray(scribbles)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and not all(
-        np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, 3)
+    if (
+        arr.ndim == 3
+        and arr.shape[-1] in (3, 4)
+        and not all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, 3))
     ):
         raise DataError(
             f"{source}: scribble image has colour channels {arr.shape}; expected one channel of class values "

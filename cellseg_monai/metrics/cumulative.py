@@ -14,7 +14,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
-from cellseg_monai.metrics.instance import get_metric
+from cellseg_monai.metrics.instance import get_metric, needs_scores
 from cellseg_monai.metrics.matching import ImageMatches
 from cellseg_monai.metrics.pixel import pixel_dice, pixel_f1, pixel_iou, roc_auc
 
@@ -67,8 +67,10 @@ class InstanceMetric(_ReducedMetric):
         self, name: str = "f1@0.5", reduction: MetricReduction | str = MetricReduction.MEAN, get_not_nans: bool = False
     ) -> None:
         super().__init__(reduction=reduction, get_not_nans=get_not_nans)
-        self.name = name
         self._fn = get_metric(name)
+        if needs_scores(name):
+            raise ValueError(f"InstanceMetric: {name!r} ranks predictions by score; use evaluate_pairs with scores")
+        self.name = name
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         y = _check_batch(y_pred, y, type(self).__name__)

@@ -20,6 +20,7 @@ Metric names (``t`` is an IoU threshold in [0, 1] written like ``0.5``; a pair m
                     overlapping prediction (ImPartial's instance Dice / IoU)
 ``aji``             Aggregated Jaccard Index (Kumar et al., IEEE TMI 2017, Algorithm 1)
 ``pq``/``sq``/``rq``  panoptic quality = SQ x RQ with matches at IoU > 0.5 (Kirillov et al., CVPR 2019, Eq. 1)
+``ncs``             area-weighted coverage (see :func:`ncs`; the definition of Feng et al. was not available)
 ==================  =====================================================================================
 
 Undefined ratios (0 / 0) follow one rule: 1.0 when the image has no error of the kind the metric counts (e.g. both
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_NAMES",
     "metric_names",
     "get_metric",
+    "needs_scores",
     "compute_metric",
     "instance_scores",
     "evaluate_pairs",
@@ -57,6 +59,7 @@ __all__ = [
     "miou",
     "aji",
     "pq",
+    "ncs",
 ]
 
 #: IoU thresholds 0.5:0.05:0.95 (DSB 2018, COCO), correctly rounded decimals.
@@ -192,6 +195,16 @@ def _rq(recs: Records) -> float:
     return _ratio(tp, tp + 0.5 * fp + 0.5 * fn, True)
 
 
+def _ncs(recs: Records) -> float:
+    total, area, n_pred = 0.0, 0, 0
+    for r in recs:
+        best = _best_iou_per_gt(r)
+        total += float((best * r.overlap.gt_areas).sum())
+        area += int(r.overlap.gt_areas.sum())
+        n_pred += r.overlap.n_pred
+    return _ratio(total, area, n_pred == 0)
+
+
 _THRESHOLDED: dict[str, Callable[[Records, float], float]] = {
     "f1": _f1,
     "precision": _precision,
@@ -210,6 +223,7 @@ _PLAIN: dict[str, Callable[[Records], float]] = {
     "pq": _pq,
     "sq": _sq,
     "rq": _rq,
+    "ncs": _ncs,
 }
 
 _NAME_RE = re.compile(r"^([A-Za-z_0-9]+?)@([0-9]*\.?[0-9]+)$")
@@ -250,6 +264,15 @@ def get_metric(name: str) -> Callable[[Records], float]:
     raise ValueError(f"unknown instance metric {name!r}; known: {', '.join(metric_names())}")
 
 
+def needs_scores(name: str) -> bool:
+    """Whether metric ``name`` ranks predictions by score (``ap@t``, ``mAP``, ``coco_*``)."""
+    from cellseg_monai.metrics import ranking
+
+    get_metric(name)  # validates the name
+    m = _NAME_RE.match(name)
+    return name in ranking.PLAIN_METRICS or bool(m and m.group(1) in ranking.THRESHOLDED_METRICS)
+
+
 def compute_metric(name: str, matches: Records) -> float:
     """Value of metric ``name`` over one or several images (several images: pooled over all objects)."""
     return float(get_metric(name)(matches))
@@ -283,7 +306,8 @@ def evaluate_pairs(pairs: Iterable[tuple[Any, ...]], names: Iterable[str] = DEFA
 
     Returns:
         ``{"per_image_mean": {name: mean over images}, "pooled": {name: value over all objects of all images},
-        "per_image": [{name: value}, ...]}``. With no pairs the means and pooled values are NaN.
+        "per_image": [{name: value}, ...]}``. The per-image mean skips NaN values (a metric undefined on an
+        image, e.g. COCO AP_L with no large GT object); with no pairs the means and pooled values are NaN.
     """
     names = list(names)
     fns = {n: get_metric(n) for n in names}
@@ -298,9 +322,15 @@ def evaluate_pairs(pairs: Iterable[tuple[Any, ...]], names: Iterable[str] = DEFA
     if not recs:
         nan = {n: float("nan") for n in names}
         return {"per_image_mean": nan, "pooled": dict(nan), "per_image": []}
-    mean = {n: float(np.mean([row[n] for row in per_image])) for n in names}
+    mean = {n: _nanmean([row[n] for row in per_image]) for n in names}
     pooled = {n: float(fn(recs)) for n, fn in fns.items()}
     return {"per_image_mean": mean, "pooled": pooled, "per_image": per_image}
+
+
+def _nanmean(vals: list[float]) -> float:
+    arr = np.asarray(vals, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else float("nan")
 
 
 def _one(name: str) -> Callable[..., float]:
@@ -363,3 +393,16 @@ def aji(gt: Any, pred: Any) -> float:
 def pq(gt: Any, pred: Any) -> float:
     """Panoptic quality SQ x RQ, matches at IoU > 0.5 (Kirillov et al. 2019), in [0, 1]."""
     return _one("pq")(gt, pred)
+
+
+def ncs(gt: Any, pred: Any) -> float:
+    """NCS as implemented here: area-weighted coverage of the GT nuclei, in [0, 1].
+
+    NCS = Σ_G |G| max_P IoU(G, P) / Σ_G |G| (the "weighted coverage" of Silberman et al., ECCV 2014, also used
+    by Ren & Zemel, CVPR 2017): how much of the GT nuclei area is covered by well-matching predictions.
+
+    Note: the NCS of Feng et al. ("Robust Nucleus Detection with Partially Labeled Exemplars", arXiv:1907.09738)
+    could not be looked up when this was written; this is the most plausible documented coverage score, not a
+    verified reproduction of that paper's number. No GT object: 1.0 if the prediction is empty too, else 0.0.
+    """
+    return _one("ncs")(gt, pred)

@@ -132,6 +132,8 @@ class LoadMicroscopyd(MapTransform):
         require_objects: for kind "label", raise when all labels are 0 ("empty labels").
         allow_missing_keys: skip keys absent from the dict (e.g. an optional "scribble").
 
+    When the dict has a string "id" (datalists do), it becomes ``meta["id"]`` of every loaded item.
+
     Raises:
         DataError: shape mismatch with ``ref_key`` (names both files and both shapes), empty labels when
             ``require_objects``, or any loading error.
@@ -168,5 +170,7 @@ class LoadMicroscopyd(MapTransform):
                     )
             if self.require_objects and loader.kind == "label" and not bool((item != 0).any()):
                 raise DataError(f"{src}: empty labels (no object, all pixels are 0)")
+            if isinstance(item, MetaTensor) and isinstance(d.get("id"), str):
+                item.meta["id"] = d["id"]  # the datalist id wins (Cellpose "<name>_masks" files, DSB masks/)
             d[key] = item
         return d

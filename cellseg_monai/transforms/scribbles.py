@@ -57,6 +57,7 @@ class SimulateScribbles(Transform):
 
     def __call__(self, label: torch.Tensor | np.ndarray, sample_id: str | None = None) -> MetaTensor:
         meta = dict(label.meta) if isinstance(label, MetaTensor) else {}
+        meta.pop("affine", None)  # passed separately below
         if sample_id is None:
             sample_id = meta.get("id")
         if sample_id is None:

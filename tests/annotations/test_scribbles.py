@@ -170,7 +170,11 @@ def test_read_scribbles_valid(tmp_path, name, array, expected):
 @pytest.mark.parametrize(
     "name, array, words",
     [
-        ("colour.png", np.stack([np.eye(4, dtype=np.uint8) * 255, np.zeros((4, 4), np.uint8), np.eye(4, dtype=np.uint8)], -1), "colour"),
+        (
+            "colour.png",
+            np.stack([np.eye(4, dtype=np.uint8) * 255, np.zeros((4, 4), np.uint8), np.eye(4, dtype=np.uint8)], -1),
+            "colour",
+        ),
         ("mask.png", (np.eye(4) * 255).astype(np.uint8), "0 and 255"),
         ("neg.tif", np.array([[0, -1]], np.int16), "negative"),
         ("half.tif", np.array([[0, 1.5]], np.float32), "not integral"),

@@ -77,3 +77,5 @@ def test_bad_names() -> None:
         InstanceMetric("dice@x")
     with pytest.raises(ValueError, match="unknown"):
         PixelMetric("ap")
+    with pytest.raises(ValueError, match="score"):
+        InstanceMetric("mAP")

@@ -103,6 +103,8 @@ def test_dict_empty_labels_and_missing_keys(tmp_path):
     out = LoadMicroscopyd(["image", "scribble"], kind=["image", "scribble"], allow_missing_keys=True)(data)
     assert "scribble" not in out and out["image"].shape == (1, 12, 10)
     assert out["id"] == "im" and data["image"] == str(tmp_path / "im.tif")  # input dict not modified
+    renamed = LoadMicroscopyd("label", kind="label")({**data, "id": "cellpose_name"})
+    assert renamed["label"].meta["id"] == "cellpose_name"  # the datalist id wins over the file stem
 
 
 def test_sample_pipeline_with_monai_spatial_transforms():

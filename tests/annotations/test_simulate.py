@@ -1,0 +1,64 @@
+"""Tests of cellseg_monai.annotations.simulate (simulated weak labels written as dataset files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage.draw import disk
+
+from cellseg_monai.annotations.simulate import simulate_dataset
+from cellseg_monai.data.layouts import load_datalist
+
+
+def make_dataset(root: Path) -> dict[str, np.ndarray]:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    labels = {}
+    for k, sid in enumerate(["a", "b", "c"]):
+        lab = np.zeros((64, 64), np.uint16)
+        for i in range(4 + k):
+            rr, cc = disk((8 + 12 * (i % 5), 10 + 20 * (i // 5) + 3 * k), 5, shape=lab.shape)
+            lab[rr, cc] = i + 1
+        tifffile.imwrite(root / "images" / f"{sid}.tif", np.zeros((64, 64), np.uint8))
+        tifffile.imwrite(root / "labels" / f"{sid}.tif", lab)
+        labels[sid] = lab
+    (root / "split.json").write_text(json.dumps({"train": ["a", "b"], "val": ["c"]}))
+    return labels
+
+
+def test_simulate_dataset_writes_scribbles(tmp_path):
+    labels = make_dataset(tmp_path / "ds")
+    paths = simulate_dataset(tmp_path / "ds", budget=2, seed=1)
+    assert sorted(Path(p).name for p in paths) == ["a.tif", "b.tif", "c.tif"]
+    for p in paths:
+        scr = tifffile.imread(p)
+        lab = labels[Path(p).stem]
+        assert scr.dtype == np.uint8 and scr.shape == lab.shape
+        assert len(set(np.unique(lab[scr >= 2]).tolist()) - {0}) == 2
+        assert np.all(lab[scr == 1] == 0)
+    dl = load_datalist(tmp_path / "ds", "train")
+    assert [Path(d["scribble"]).name for d in dl] == ["a.tif", "b.tif"]
+    before = [tifffile.imread(p) for p in paths]
+    simulate_dataset(tmp_path / "ds", budget=2, seed=1)
+    for p, b in zip(paths, before, strict=True):
+        np.testing.assert_array_equal(tifffile.imread(p), b)
+
+
+def test_simulate_dataset_split_and_out_dir(tmp_path):
+    make_dataset(tmp_path / "ds")
+    paths = simulate_dataset(tmp_path / "ds", split="val", out_dir=tmp_path / "out")
+    assert paths == [str(tmp_path / "out" / "c.tif")]
+    assert not (tmp_path / "ds" / "weak").exists()
+
+
+@pytest.mark.parametrize(
+    "kind, error", [("points", NotImplementedError), ("counts", NotImplementedError), ("x", ValueError)]
+)
+def test_simulate_dataset_kinds(tmp_path, kind, error):
+    make_dataset(tmp_path / "ds")
+    with pytest.raises(error, match=kind):
+        simulate_dataset(tmp_path / "ds", kind=kind)
