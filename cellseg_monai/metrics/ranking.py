@@ -169,9 +169,7 @@ def coco_precision(
     return precision
 
 
-def coco_ap(
-    recs: Records, iou: float | None = None, area: str = "all", max_dets: int | None = None
-) -> float:
+def coco_ap(recs: Records, iou: float | None = None, area: str = "all", max_dets: int | None = None) -> float:
     """COCO mask AP (``COCOeval.summarize`` stat): mean interpolated precision over recall points and IoU thresholds.
 
     Args:

@@ -64,3 +64,38 @@ def test_pixel_metric_handler(name: str, expected: list[float]) -> None:
     handler = PixelMetricHandler(name=name, threshold=0.5, output_transform=from_engine(["prob", "label"]))
     engine = run_engine(name, handler)
     assert engine.state.metrics[name] == pytest.approx(np.mean(expected))
+
+
+def test_in_supervised_evaluator() -> None:
+    """The handlers as key / additional metrics of a real monai SupervisedEvaluator (decollated outputs)."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+
+    class Echo(torch.nn.Module):  # "segments" perfectly except in item 1, where the image is a split object
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    data = [
+        {"image": strip_labels([(0, 5)]).float(), "label": strip_labels([(0, 5)])},
+        {"image": strip_labels([(0, 10), (10, 20)]).float(), "label": strip_labels([(0, 20)])},
+    ]
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(data, batch_size=2),
+        network=Echo(),
+        key_val_metric={
+            "val_f1": InstanceMetricHandler(name="f1@0.5", output_transform=from_engine(["pred", "label"]))
+        },
+        additional_metrics={
+            "val_aji": InstanceMetricHandler(name="aji", output_transform=from_engine(["pred", "label"])),
+            "val_dice": PixelMetricHandler(  # foreground "probability" = predicted labels > 0
+                name="dice",
+                threshold=0.5,
+                output_transform=lambda out: ([(o["pred"] > 0).float() for o in out], [o["label"] for o in out]),
+            ),
+        },
+    )
+    evaluator.run()
+    assert evaluator.state.metrics["val_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert evaluator.state.metrics["val_aji"] == pytest.approx((1.0 + 10 / 30) / 2)
+    assert evaluator.state.metrics["val_dice"] == pytest.approx(1.0)

@@ -16,6 +16,7 @@ from cellseg_monai.metrics.instance import (
     instance_scores,
     mdice,
     miou,
+    ncs,
     pq,
     precision,
     recall,
@@ -154,3 +155,53 @@ def test_unknown_names() -> None:
         instance_scores(ONE, ONE, ["nope"])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         instance_scores(ONE, ONE, ["f1@1.5"])
+
+
+def test_ncs_hand() -> None:
+    # GT A (10 px) best IoU 8/10, B (10 px) best 10/12, C (3 px) uncovered: area-weighted mean
+    gt, pred = strips([(0, 10), (10, 20), (25, 28)], [(0, 8), (8, 20)])
+    assert ncs(gt, pred) == pytest.approx((10 * 0.8 + 10 * 10 / 12 + 3 * 0.0) / 23)
+    assert ncs(EMPTY, EMPTY) == 1.0 and ncs(EMPTY, ONE) == 0.0 and ncs(ONE, EMPTY) == 0.0
+
+
+def disc_pixels(cy: int, cx: int, r: int) -> set[tuple[int, int]]:
+    return {
+        (y, x)
+        for y in range(cy - r, cy + r + 1)
+        for x in range(cx - r, cx + r + 1)
+        if (y - cy) ** 2 + (x - cx) ** 2 <= r * r
+    }
+
+
+@pytest.mark.parametrize("r, d", [(10, 3), (10, 7), (15, 12), (6, 0)])
+def test_shifted_discs(r: int, d: int) -> None:
+    """IoU of a disc and its copy shifted by d pixels: counted on coordinate sets, close to the analytic lens area."""
+    a, b = disc_pixels(30, 30, r), disc_pixels(30, 30 + d, r)
+    iou = len(a & b) / len(a | b)
+    lens = 2 * r * r * np.arccos(d / (2 * r)) - d / 2 * np.sqrt(4 * r * r - d * d)
+    assert iou == pytest.approx(lens / (2 * np.pi * r * r - lens), abs=0.05)
+    gt, pred = np.zeros((64, 64), np.int32), np.zeros((64, 64), np.int32)
+    for y, x in a:
+        gt[y, x] = 1
+    for y, x in b:
+        pred[y, x] = 2
+    got = instance_scores(gt, pred, ["miou", "f1@0.5", "ap_dsb_mean", "aji", "pq"])
+    assert got["miou"] == pytest.approx(iou)
+    assert got["aji"] == pytest.approx(iou)
+    assert got["f1@0.5"] == (1.0 if iou >= 0.5 else 0.0)
+    assert got["ap_dsb_mean"] == pytest.approx(np.mean([iou >= t for t in THRESHOLDS_DSB]))
+    assert got["pq"] == pytest.approx(iou if iou > 0.5 else 0.0)
+
+
+def test_pooled_pq_and_mdice() -> None:
+    # image 1: GT [0, 10) vs [0, 8) (IoU 0.8); image 2: GT [0, 4) and [5, 9), predicted exactly and a spurious one
+    g1, p1 = strips([(0, 10)], [(0, 8)])
+    g2, p2 = strips([(0, 4), (5, 9)], [(0, 4), (5, 9), (20, 22)])
+    res = evaluate_pairs([(g1, p1), (g2, p2)], names=["pq", "mdice", "sq", "rq"])
+    # pooled: tp 3 (IoU sum 2.8), fp 1, fn 0
+    assert res["pooled"]["pq"] == pytest.approx(2.8 / (3 + 0.5))
+    assert res["pooled"]["sq"] == pytest.approx(2.8 / 3)
+    assert res["pooled"]["rq"] == pytest.approx(3 / 3.5)
+    # pooled mdice: mean over the 3 GT objects of the dataset
+    assert res["pooled"]["mdice"] == pytest.approx((2 * 8 / 18 + 1 + 1) / 3)
+    assert res["per_image_mean"]["mdice"] == pytest.approx((2 * 8 / 18 + 1) / 2)

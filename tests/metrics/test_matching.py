@@ -171,6 +171,7 @@ def test_label_image_forms() -> None:
     ref = iou_matrix(gt, pred)
     assert np.array_equal(iou_matrix(torch.as_tensor(gt)[None, None].float(), pred[None]), ref)
     assert np.array_equal(iou_matrix(gt.astype(bool), pred.astype(np.uint16)), ref)
+    assert np.array_equal(iou_matrix(gt.astype(np.uint64), pred.astype(np.int8)), ref)
     with pytest.raises(ValueError, match="same shape"):
         overlap(gt, pred[:-1])
 
