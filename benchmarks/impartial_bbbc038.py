@@ -77,7 +77,7 @@ def run_budget(data: Path, budget: float, minutes: float, work: Path, features: 
         "--network_def#features", str(features),
         log=out / "eval.log",
     )
-    rows = dict(line.split("\t") for line in (out / "eval" / "metrics.csv").read_text().splitlines())
+    rows = dict(line.rsplit(",", 1) for line in (out / "eval" / "metrics.csv").read_text().splitlines())
     scores = {m: float(rows[f"val_{m}"]) for m in METRICS}
     return {"budget": budget, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "iterations": epochs * 25,
             "checkpoint": ckpt, **scores}

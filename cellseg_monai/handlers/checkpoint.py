@@ -42,7 +42,6 @@ class TrainingCheckpoint:
         save_dir: folder of the ``checkpoint_epoch=N.pt`` files (the run's ``output_dir``).
         network, optimizer, lr_scheduler: objects whose ``state_dict`` is saved.
         resume: restore the newest checkpoint in ``save_dir`` before training (warns and starts afresh if none).
-        save: write checkpoints (set ``False`` on non-zero ranks of a distributed run; every rank still resumes).
         interval: save every ``interval`` epochs; ``n_saved`` newest files are kept.
     """
 
@@ -53,7 +52,6 @@ class TrainingCheckpoint:
         optimizer: torch.optim.Optimizer,
         lr_scheduler: Any | None = None,
         resume: bool = False,
-        save: bool = True,
         interval: int = 1,
         n_saved: int = 1,
     ) -> None:
@@ -62,7 +60,6 @@ class TrainingCheckpoint:
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.resume = resume
-        self.save = save
         self.interval = interval
         self.n_saved = n_saved
 
@@ -77,12 +74,11 @@ class TrainingCheckpoint:
                 CheckpointLoader(load_path=path, load_dict=state, map_location="cpu").attach(engine)
             else:
                 logger.warning("resume requested but %s holds no checkpoint_*.pt: training from scratch", self.save_dir)
-        if self.save:
-            CheckpointSaver(
-                save_dir=self.save_dir,
-                save_dict=state,
-                file_prefix="checkpoint",
-                save_interval=self.interval,
-                n_saved=self.n_saved,
-                epoch_level=True,
-            ).attach(engine)
+        # created on every rank of a distributed run: Ignite's saver synchronises ranks and writes on rank 0 only
+        CheckpointSaver(
+            save_dir=self.save_dir,
+            save_dict=state,
+            save_interval=self.interval,
+            n_saved=self.n_saved,
+            epoch_level=True,
+        ).attach(engine)

@@ -72,7 +72,7 @@ def test_evaluate_writes_metrics(trained, disc_dataset):
         "--dataset_dir", str(disc_dataset), "--output_dir", str(out / "eval"), "--ckpt_path", str(model),
         "--network_def#features", "8",
     )
-    rows = dict(line.split("\t") for line in (out / "eval" / "metrics.csv").read_text().splitlines())
+    rows = dict(line.rsplit(",", 1) for line in (out / "eval" / "metrics.csv").read_text().splitlines())
     for name in ("val_f1@0.5", "val_ap_dsb@0.5", "val_mdice", "val_miou", "val_pixel_f1", "val_pixel_auc"):
         assert 0.0 <= float(rows[name]) <= 1.0, name
     preds = sorted((out / "eval" / "predictions").glob("*.tif"))
