@@ -63,24 +63,54 @@ def run_budget(data: Path, budget: float, minutes: float, work: Path, features: 
     out.mkdir(parents=True, exist_ok=True)
     train_s = bundle(
         ["train.json"],
-        "--dataset_dir", str(data), "--output_dir", str(out / "train"), "--ckpt_dir", str(out / "models"),
-        "--scribble_budget", str(budget), "--max_train_minutes", str(minutes),
-        "--train#trainer#max_epochs", "100000", "--train#trainer#epoch_length", "25", "--val_interval", "100000000",
-        "--network_def#features", str(features), "--num_workers", "0",
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out / "train"),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--scribble_budget",
+        str(budget),
+        "--max_train_minutes",
+        str(minutes),
+        "--train#trainer#max_epochs",
+        "100000",
+        "--train#trainer#epoch_length",
+        "25",
+        "--val_interval",
+        "100000000",
+        "--network_def#features",
+        str(features),
+        "--num_workers",
+        "0",
         log=out / "train.log",
     )
     ckpt = latest_checkpoint(out / "train")
     epochs = int(Path(ckpt).stem.split("=")[-1])
     eval_s = bundle(
         ["train.json", "evaluate.json"],
-        "--dataset_dir", str(data), "--output_dir", str(out / "eval"), "--ckpt_path", ckpt, "--eval_split", "val",
-        "--network_def#features", str(features),
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out / "eval"),
+        "--ckpt_path",
+        ckpt,
+        "--eval_split",
+        "val",
+        "--network_def#features",
+        str(features),
         log=out / "eval.log",
     )
     rows = dict(line.rsplit(",", 1) for line in (out / "eval" / "metrics.csv").read_text().splitlines())
     scores = {m: float(rows[f"val_{m}"]) for m in METRICS}
-    return {"budget": budget, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "iterations": epochs * 25,
-            "checkpoint": ckpt, **scores}
+    return {
+        "budget": budget,
+        "train_s": round(train_s, 1),
+        "eval_s": round(eval_s, 1),
+        "iterations": epochs * 25,
+        "checkpoint": ckpt,
+        **scores,
+    }
 
 
 def run_baseline(data: Path) -> dict[str, object]:
@@ -102,8 +132,15 @@ def run_baseline(data: Path) -> dict[str, object]:
         pix_auc.append(roc_auc(fg, gt))
     seconds = time.monotonic() - start
     result = evaluate_pairs(pairs, names=METRICS[:4])["per_image_mean"]
-    return {"budget": "none (no training)", "train_s": 0.0, "eval_s": round(seconds, 1), "iterations": 0,
-            **result, "pixel_f1": float(np.mean(pix_f1)), "pixel_auc": float(np.mean(pix_auc))}
+    return {
+        "budget": "none (no training)",
+        "train_s": 0.0,
+        "eval_s": round(seconds, 1),
+        "iterations": 0,
+        **result,
+        "pixel_f1": float(np.mean(pix_f1)),
+        "pixel_auc": float(np.mean(pix_auc)),
+    }
 
 
 def write_report(results: list[dict], info: dict, args: argparse.Namespace, out: Path) -> None:
@@ -127,7 +164,8 @@ def write_report(results: list[dict], info: dict, args: argparse.Namespace, out:
         budget = r["budget"] if isinstance(r["budget"], str) else f"{100 * r['budget']:g} % of nuclei"
         lines.append(
             f"| {method} | {budget} | {r['train_s']:.0f} | {r['iterations']} | "
-            + " | ".join(f"{r[m]:.3f}" for m in METRICS) + " |"
+            + " | ".join(f"{r[m]:.3f}" for m in METRICS)
+            + " |"
         )
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,13 +1,12 @@
 """``cellseg-monai`` command line: simulate weak labels, segment images with a bundle, score predictions.
 
-    cellseg-monai simulate DATASET_DIR --kind scribbles --budget 0.3
-    cellseg-monai segment IMAGE_OR_FOLDER --bundle impartial --output_dir OUT [--ckpt_path model.pt]
-    cellseg-monai evaluate --pred PRED_DIR --gt GT_DIR [--json OUT.json]
+cellseg-monai simulate DATASET_DIR --kind scribbles --budget 0.3
+cellseg-monai segment IMAGE_OR_FOLDER --bundle impartial --output_dir OUT [--ckpt_path model.pt]
+cellseg-monai evaluate --pred PRED_DIR --gt GT_DIR [--json OUT.json]
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -46,16 +45,19 @@ def segment(
     output_dir: str = "predictions",
     ckpt_path: str | None = None,
     device: str | None = None,
+    **config_overrides: object,
 ):
     """Segment an image file, a folder of images, or a dataset folder (with ``images/``) with a bundle's inference.
 
     Writes ``<output_dir>/<id>.tif`` (instance labels), ``<id>_overlay.png`` and ``<id>.csv`` (per-object measurements).
-    ``ckpt_path`` defaults to ``<bundle>/models/model.pt``.
+    ``ckpt_path`` defaults to ``<bundle>/models/model.pt``. Any other ``--id value`` overrides that config id of the
+    bundle's ``inference.json`` (e.g. ``--prob_threshold 0.4``).
     """
     from monai.bundle import run
 
     root = find_bundle(bundle)
-    overrides: dict[str, object] = {"bundle_root": str(root), "dataset_dir": str(input), "output_dir": str(output_dir)}
+    overrides: dict[str, object] = dict(config_overrides)
+    overrides.update(bundle_root=str(root), dataset_dir=str(input), output_dir=str(output_dir))
     if ckpt_path is not None:
         overrides["ckpt_path"] = str(ckpt_path)
     if device is not None:

@@ -6,4 +6,10 @@ from .checkpoint import TrainingCheckpoint, latest_checkpoint
 from .metrics import InstanceMetricHandler, PixelMetricHandler
 from .time_limit import TrainingTimeLimit
 
-__all__ = ["InstanceMetricHandler", "PixelMetricHandler", "TrainingCheckpoint", "TrainingTimeLimit", "latest_checkpoint"]
+__all__ = [
+    "InstanceMetricHandler",
+    "PixelMetricHandler",
+    "TrainingCheckpoint",
+    "TrainingTimeLimit",
+    "latest_checkpoint",
+]

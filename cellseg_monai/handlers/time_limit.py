@@ -42,5 +42,7 @@ class TrainingTimeLimit:
     def __call__(self, engine: Engine) -> None:
         elapsed = time.monotonic() - self._start
         if elapsed >= 60.0 * float(self.minutes or 0):
-            logger.warning("training time budget of %.1f min reached after epoch %d: stopping", self.minutes, engine.state.epoch)
+            logger.warning(
+                "training time budget of %.1f min reached after epoch %d: stopping", self.minutes, engine.state.epoch
+            )
             engine.terminate()

@@ -27,7 +27,9 @@ def bundle_run(configs: list[str], *args: str, bundle: Path = BUNDLE, launcher: 
     cmd = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config_arg, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
     return proc
 
 
@@ -37,7 +39,13 @@ def trained(disc_dataset, tmp_path_factory):
     ckpt_dir = out / "models"
     bundle_run(
         ["train.json"],
-        "--dataset_dir", str(disc_dataset), "--output_dir", str(out / "train"), "--ckpt_dir", str(ckpt_dir), *FAST,
+        "--dataset_dir",
+        str(disc_dataset),
+        "--output_dir",
+        str(out / "train"),
+        "--ckpt_dir",
+        str(ckpt_dir),
+        *FAST,
     )
     return out, ckpt_dir / "model.pt"
 
@@ -57,9 +65,23 @@ def test_resume_continues_from_last_epoch(trained, disc_dataset):
     out, model = trained
     proc = bundle_run(
         ["train.json"],
-        "--dataset_dir", str(disc_dataset), "--output_dir", str(out / "train"), "--ckpt_dir", str(out / "models"),
-        *FAST[:0], "--train#trainer#max_epochs", "3", "--val_interval", "1", "--network_def#features", "8",
-        "--num_samples", "2", "--resume", "True",
+        "--dataset_dir",
+        str(disc_dataset),
+        "--output_dir",
+        str(out / "train"),
+        "--ckpt_dir",
+        str(out / "models"),
+        *FAST[:0],
+        "--train#trainer#max_epochs",
+        "3",
+        "--val_interval",
+        "1",
+        "--network_def#features",
+        "8",
+        "--num_samples",
+        "2",
+        "--resume",
+        "True",
     )
     assert "resuming training from" in proc.stdout + proc.stderr
     assert list((out / "train").glob("checkpoint_epoch=3.pt"))
@@ -69,8 +91,14 @@ def test_evaluate_writes_metrics(trained, disc_dataset):
     out, model = trained
     bundle_run(
         ["train.json", "evaluate.json"],
-        "--dataset_dir", str(disc_dataset), "--output_dir", str(out / "eval"), "--ckpt_path", str(model),
-        "--network_def#features", "8",
+        "--dataset_dir",
+        str(disc_dataset),
+        "--output_dir",
+        str(out / "eval"),
+        "--ckpt_path",
+        str(model),
+        "--network_def#features",
+        "8",
     )
     rows = dict(line.rsplit(",", 1) for line in (out / "eval" / "metrics.csv").read_text().splitlines())
     for name in ("val_f1@0.5", "val_ap_dsb@0.5", "val_mdice", "val_miou", "val_pixel_f1", "val_pixel_auc"):
@@ -91,8 +119,14 @@ def test_inference_writes_label_overlay_csv(trained, disc_dataset, alias):
     for source in (disc_dataset / "images", single):
         bundle_run(
             ["inference.json"],
-            "--dataset_dir", str(source), "--output_dir", str(pred_dir), "--ckpt_path", str(model),
-            "--network_def#features", "8",
+            "--dataset_dir",
+            str(source),
+            "--output_dir",
+            str(pred_dir),
+            "--ckpt_path",
+            str(model),
+            "--network_def#features",
+            "8",
             bundle=REPO / "bundles" / alias,
         )
     for image_path in [*sorted((disc_dataset / "images").glob("*.tif")), single]:
@@ -106,8 +140,18 @@ def test_inference_writes_label_overlay_csv(trained, disc_dataset, alias):
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
-           "--ckpt_path", str(tmp_path / "none.pt"), "--output_dir", str(tmp_path / "o")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(BUNDLE / "configs" / "inference.json"),
+        "--ckpt_path",
+        str(tmp_path / "none.pt"),
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "train the bundle first" in proc.stderr
@@ -117,9 +161,43 @@ def test_multi_process_training_with_torchrun(disc_dataset, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
     bundle_run(
         ["train.json", "multi_gpu_train.json"],
-        "--dataset_dir", str(disc_dataset), "--output_dir", str(tmp_path / "ddp"), "--ckpt_dir", str(tmp_path / "m"),
-        "--train#trainer#max_epochs", "1", "--val_interval", "1", "--network_def#features", "8", "--num_samples", "2",
+        "--dataset_dir",
+        str(disc_dataset),
+        "--output_dir",
+        str(tmp_path / "ddp"),
+        "--ckpt_dir",
+        str(tmp_path / "m"),
+        "--train#trainer#max_epochs",
+        "1",
+        "--val_interval",
+        "1",
+        "--network_def#features",
+        "8",
+        "--num_samples",
+        "2",
         launcher=launcher,
     )
     assert (tmp_path / "m" / "model.pt").is_file()
     assert list((tmp_path / "ddp").glob("checkpoint_epoch=1.pt"))
+
+
+def test_cli_segment_uses_the_bundle(trained, disc_dataset, tmp_path):
+    out, model = trained
+    cmd = [
+        sys.executable,
+        "-m",
+        "cellseg_monai.cli",
+        "segment",
+        str(disc_dataset),
+        "--output_dir",
+        str(tmp_path / "p"),
+        "--ckpt_path",
+        str(model),
+        "--network_def#features",
+        "8",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.stem for p in (tmp_path / "p").glob("*.tif")) == sorted(
+        p.stem for p in (disc_dataset / "images").glob("*.tif")
+    )
