@@ -69,7 +69,7 @@ def run_budget(data: Path, budget: float, minutes: float, work: Path, features: 
         str(out / "train"),
         "--ckpt_dir",
         str(out / "models"),
-        "--scribble_budget",
+        "--annotation_budget",
         str(budget),
         "--max_train_minutes",
         str(minutes),

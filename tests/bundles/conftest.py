@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +36,19 @@ def make_disc_dataset(root: Path, n_train: int = 3, n_val: int = 2, size: tuple[
 @pytest.fixture(scope="session")
 def disc_dataset(tmp_path_factory) -> Path:
     return make_disc_dataset(tmp_path_factory.mktemp("discs") / "data")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bundle_run(bundle: Path, configs: list[str], *args: str, launcher: list[str] | None = None):
+    """Run ``python -m monai.bundle run`` on ``bundle``'s ``configs`` (merged in order) from the repository root."""
+    files = [str(bundle / "configs" / c) for c in configs]
+    config_arg = files[0] if len(files) == 1 else str(files)
+    cmd = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config_arg, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
+    return proc

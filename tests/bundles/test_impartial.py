@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+
+from tests.bundles.conftest import bundle_run
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "impartial"
@@ -21,23 +22,15 @@ pytestmark = pytest.mark.slow
 FAST = ["--train#trainer#max_epochs", "2", "--val_interval", "1", "--network_def#features", "8", "--num_samples", "2"]
 
 
-def bundle_run(configs: list[str], *args: str, bundle: Path = BUNDLE, launcher: list[str] | None = None):
-    files = [str(bundle / "configs" / c) for c in configs]
-    config_arg = files[0] if len(files) == 1 else str(files)
-    cmd = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config_arg, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    )
-    return proc
+def run(configs: list[str], *args: str, bundle: Path = BUNDLE, launcher: list[str] | None = None):
+    return bundle_run(bundle, configs, *args, launcher=launcher)
 
 
 @pytest.fixture(scope="module")
 def trained(disc_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("impartial")
     ckpt_dir = out / "models"
-    bundle_run(
+    run(
         ["train.json"],
         "--dataset_dir",
         str(disc_dataset),
@@ -63,7 +56,7 @@ def test_train_writes_best_and_resumable_checkpoints(trained):
 
 def test_resume_continues_from_last_epoch(trained, disc_dataset):
     out, model = trained
-    proc = bundle_run(
+    proc = run(
         ["train.json"],
         "--dataset_dir",
         str(disc_dataset),
@@ -89,7 +82,7 @@ def test_resume_continues_from_last_epoch(trained, disc_dataset):
 
 def test_evaluate_writes_metrics(trained, disc_dataset):
     out, model = trained
-    bundle_run(
+    run(
         ["train.json", "evaluate.json"],
         "--dataset_dir",
         str(disc_dataset),
@@ -117,7 +110,7 @@ def test_inference_writes_label_overlay_csv(trained, disc_dataset, alias):
     single = out / "odd_size.tif"
     tifffile.imwrite(single, big)
     for source in (disc_dataset / "images", single):
-        bundle_run(
+        run(
             ["inference.json"],
             "--dataset_dir",
             str(source),
@@ -159,7 +152,7 @@ def test_missing_weights_give_a_clear_error(tmp_path):
 
 def test_multi_process_training_with_torchrun(disc_dataset, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
-    bundle_run(
+    run(
         ["train.json", "multi_gpu_train.json"],
         "--dataset_dir",
         str(disc_dataset),
