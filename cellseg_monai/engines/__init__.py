@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .meta import meta_of
 from .prepare_batch import PrepareBatchDict
 
-__all__ = ["PrepareBatchDict"]
+__all__ = ["PrepareBatchDict", "meta_of"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cellseg_monai.postprocessing.classic import ClassicBaseline, otsu_foreground, otsu_watershed
 from cellseg_monai.postprocessing.instances import mask_to_instances, probability_to_instances
+from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
 from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "otsu_foreground",
     "otsu_watershed",
     "probability_to_instances",
+    "interior_boundary_to_instances",
 ]

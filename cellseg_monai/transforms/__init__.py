@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
+from .interior_boundary import (
+    InstancesToInteriorBoundary,
+    InstancesToInteriorBoundaryd,
+    InteriorBoundaryToInstances,
+    InteriorBoundaryToInstancesd,
+    instances_to_interior_boundary,
+)
 from .io import LoadMicroscopy, LoadMicroscopyd, match_channels
 from .mixture import MixtureToProbabilities, MixtureToProbabilitiesd
 from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd
@@ -24,4 +31,9 @@ __all__ = [
     "instance_overlay",
     "match_channels",
     "sample_blind_spots",
+    "InstancesToInteriorBoundary",
+    "InstancesToInteriorBoundaryd",
+    "InteriorBoundaryToInstances",
+    "InteriorBoundaryToInstancesd",
+    "instances_to_interior_boundary",
 ]

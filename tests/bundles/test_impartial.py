@@ -96,6 +96,9 @@ def test_evaluate_writes_metrics(trained, disc_dataset):
     rows = dict(line.rsplit(",", 1) for line in (out / "eval" / "metrics.csv").read_text().splitlines())
     for name in ("val_f1@0.5", "val_ap_dsb@0.5", "val_mdice", "val_miou", "val_pixel_f1", "val_pixel_auc"):
         assert 0.0 <= float(rows[name]) <= 1.0, name
+    per_image = (out / "eval" / "val_f1@0.5_raw.csv").read_text().splitlines()[1:]
+    val_ids = json.loads((disc_dataset / "split.json").read_text())["val"]
+    assert sorted(Path(row.split(",")[0]).stem for row in per_image) == sorted(val_ids)
     preds = sorted((out / "eval" / "predictions").glob("*.tif"))
     assert [p.stem for p in preds] == json.loads((disc_dataset / "split.json").read_text())["val"]
 
