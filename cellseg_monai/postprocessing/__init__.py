@@ -4,7 +4,12 @@ per-object measurements."""
 from __future__ import annotations
 
 from cellseg_monai.postprocessing.classic import ClassicBaseline, otsu_foreground, otsu_watershed
-from cellseg_monai.postprocessing.instances import mask_to_instances, probability_to_instances
+from cellseg_monai.postprocessing.instances import (
+    mask_to_instances,
+    probability_to_instances,
+    remove_small_labels,
+    seed_unseeded_components,
+)
 from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
 from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
 
@@ -16,5 +21,7 @@ __all__ = [
     "otsu_foreground",
     "otsu_watershed",
     "probability_to_instances",
+    "remove_small_labels",
+    "seed_unseeded_components",
     "interior_boundary_to_instances",
 ]

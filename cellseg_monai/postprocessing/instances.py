@@ -35,7 +35,7 @@ from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
-__all__ = ["mask_to_instances", "probability_to_instances"]
+__all__ = ["mask_to_instances", "probability_to_instances", "remove_small_labels", "seed_unseeded_components"]
 
 
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
@@ -69,7 +69,7 @@ def _fill_holes(mask: np.ndarray, max_hole_size: int | None) -> np.ndarray:
     return mask | small[holes]
 
 
-def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Set labels with fewer than ``min_size`` pixels to 0 (not relabelled)."""
     if min_size <= 1:
         return labels
@@ -78,7 +78,7 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels)
 
 
-def _seed_unseeded_components(markers: np.ndarray, components: np.ndarray, min_size: int) -> np.ndarray:
+def seed_unseeded_components(markers: np.ndarray, components: np.ndarray, min_size: int) -> np.ndarray:
     """Give every component that holds no marker and has ``>= min_size`` pixels one marker: the component itself."""
     n = int(components.max())
     seeded = np.zeros(n + 1, dtype=bool)
@@ -112,7 +112,7 @@ def _watershed_split(
     keep[regions[tuple(peaks.T)]] = True
     keep[0] = False
     markers = np.where(keep[regions], regions, 0)
-    markers = _seed_unseeded_components(markers, components, min_size)
+    markers = seed_unseeded_components(markers, components, min_size)
 
     structure = ndi.generate_binary_structure(2, connectivity)
     labels = watershed(-dist, markers, mask=mask, connectivity=structure)
@@ -122,7 +122,7 @@ def _watershed_split(
     small[0] = False
     if small[markers].any():
         markers = np.where(small[markers], 0, markers)
-        markers = _seed_unseeded_components(markers, components, min_size)
+        markers = seed_unseeded_components(markers, components, min_size)
         labels = watershed(-dist, markers, mask=mask, connectivity=structure)
     return labels
 
@@ -163,7 +163,7 @@ def mask_to_instances(
         labels = _watershed_split(mask, components, min_size, min_distance, h, sigma, connectivity)
     else:
         labels = components
-    labels = _remove_small(labels, min_size)
+    labels = remove_small_labels(labels, min_size)
     return relabel_sequential(labels)[0].astype(np.int32)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential, watershed
 
-from cellseg_monai.postprocessing.instances import _remove_small, _seed_unseeded_components
+from cellseg_monai.postprocessing.instances import remove_small_labels, seed_unseeded_components
 
 __all__ = ["interior_boundary_to_instances"]
 
@@ -90,10 +90,10 @@ def interior_boundary_to_instances(
     structure = ndi.generate_binary_structure(2, connectivity)
 
     seeds, _ = ndi.label((interior > interior_threshold) & foreground, structure=structure)
-    seeds = _remove_small(seeds, seed_min_size)
+    seeds = remove_small_labels(seeds, seed_min_size)
     components, _ = ndi.label(foreground, structure=structure)
     if keep_unseeded:
-        seeds = _seed_unseeded_components(seeds, components, min_size)
+        seeds = seed_unseeded_components(seeds, components, min_size)
     if seeds.max() == 0:
         return np.zeros(interior.shape, dtype=np.int32)
 
@@ -104,7 +104,7 @@ def interior_boundary_to_instances(
     if small[seeds].any():
         seeds = np.where(small[seeds], 0, seeds)
         if keep_unseeded:
-            seeds = _seed_unseeded_components(seeds, components, min_size)
+            seeds = seed_unseeded_components(seeds, components, min_size)
         labels = watershed(-interior, seeds, mask=foreground, connectivity=structure) if seeds.any() else seeds
-    labels = _remove_small(labels, min_size)
+    labels = remove_small_labels(labels, min_size)
     return relabel_sequential(labels)[0].astype(np.int32)
