@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cumulative import InstanceMetric, PixelMetric
+from .cumulative import InstanceMetric, PixelMetric, instance_scores_from_map
 from .folder import LABEL_SUFFIXES, evaluate_folders, format_table, list_label_files
 from .instance import (
     DEFAULT_NAMES,
@@ -76,6 +76,7 @@ __all__ = [
     "ImageMatches",
     "instance_scores",
     "InstanceMetric",
+    "instance_scores_from_map",
     "iou_matrix",
     "list_label_files",
     "map_ranked",

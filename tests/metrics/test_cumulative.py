@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from cellseg_monai.metrics.cumulative import InstanceMetric, PixelMetric
+from cellseg_monai.metrics.cumulative import InstanceMetric, PixelMetric, instance_scores_from_map
 from tests.metrics.test_matching import strips
 
 
@@ -77,5 +77,40 @@ def test_bad_names() -> None:
         InstanceMetric("dice@x")
     with pytest.raises(ValueError, match="unknown"):
         PixelMetric("ap")
-    with pytest.raises(ValueError, match="score"):
-        InstanceMetric("mAP")
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):  # a score-ranked metric needs the score channel
+        InstanceMetric("mAP")(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+
+
+def _two_predictions(score_tp: float, score_fp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GT square; prediction 1 = the same square (a TP at any IoU), prediction 2 = a false positive."""
+    gt = torch.zeros(1, 1, 12, 12)
+    gt[..., 1:5, 1:5] = 1
+    pred = torch.zeros(1, 2, 12, 12)
+    pred[:, 0, 1:5, 1:5] = 1
+    pred[:, 0, 7:11, 7:11] = 2
+    pred[:, 1, 1:5, 1:5] = score_tp
+    pred[:, 1, 7:11, 7:11] = score_fp
+    return pred, gt
+
+
+@pytest.mark.parametrize(
+    "score_tp, score_fp, expected",
+    [
+        # ranked TP first: precision 1/1 at the only TP -> AP = 1 / #GT = 1
+        (0.9, 0.4, 1.0),
+        # ranked FP first: the TP comes second with precision 1/2 -> AP = 0.5
+        (0.4, 0.9, 0.5),
+    ],
+)
+def test_score_ranked_ap_uses_the_score_channel(score_tp, score_fp, expected) -> None:
+    pred, gt = _two_predictions(score_tp, score_fp)
+    metric = InstanceMetric("ap@0.5")
+    metric(pred, gt)
+    assert float(metric.aggregate()) == pytest.approx(expected)
+
+
+def test_instance_scores_from_map_is_the_mean_inside_each_instance() -> None:
+    labels = torch.tensor([[0, 1, 1], [0, 3, 3], [0, 0, 3]])
+    score = torch.tensor([[9.0, 0.2, 0.4], [9.0, 1.0, 0.0], [9.0, 9.0, 0.5]])
+    got = instance_scores_from_map(labels, score)
+    assert got.tolist() == pytest.approx([9.0, 0.3, 0.0, 0.5])
