@@ -3,7 +3,7 @@ per-object measurements."""
 
 from __future__ import annotations
 
-from cellseg_monai.postprocessing.classic import ClassicBaseline, otsu_foreground, otsu_watershed
+from cellseg_monai.postprocessing.classic import ClassicBaseline, nuclei_are_dark, otsu_foreground, otsu_watershed
 from cellseg_monai.postprocessing.instances import (
     mask_to_instances,
     probability_to_instances,
@@ -17,6 +17,7 @@ __all__ = [
     "MEASUREMENT_COLUMNS",
     "ClassicBaseline",
     "mask_to_instances",
+    "nuclei_are_dark",
     "measure_instances",
     "otsu_foreground",
     "otsu_watershed",

@@ -17,7 +17,7 @@ from skimage.filters import threshold_otsu
 
 from cellseg_monai.postprocessing.instances import mask_to_instances
 
-__all__ = ["ClassicBaseline", "otsu_foreground", "otsu_watershed"]
+__all__ = ["ClassicBaseline", "nuclei_are_dark", "otsu_foreground", "otsu_watershed"]
 
 Polarity = Literal["auto", "bright", "dark"]
 
@@ -36,6 +36,37 @@ def _to_grey(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _otsu_bright(image: np.ndarray, smooth_sigma: float) -> np.ndarray | None:
+    """Pixels above Otsu's threshold of the (smoothed) grey image; None for a constant image."""
+    if smooth_sigma < 0:
+        raise ValueError(f"smooth_sigma must be >= 0, got {smooth_sigma}.")
+    grey = _to_grey(image)
+    if smooth_sigma > 0:
+        grey = ndi.gaussian_filter(grey, smooth_sigma)
+    if grey.max() <= grey.min():
+        return None
+    return grey > threshold_otsu(grey)
+
+
+def _bright_is_background(bright: np.ndarray) -> bool:
+    return bool(bright.mean() > 0.5)
+
+
+def nuclei_are_dark(image: np.ndarray, smooth_sigma: float = 1.0) -> bool:
+    """The automatic polarity rule: True when the nuclei are darker than the background (brightfield, H&E).
+
+    The pixels above Otsu's threshold of the grey image are taken as nuclei unless they cover more than half of the
+    image, in which case the nuclei are the dark side. It assumes, as in almost every nucleus image, that background
+    covers more of the field than nuclei.
+
+    Args:
+        image: (H, W) or channel-first (C, H, W), any numeric dtype and range; channels are averaged to grey.
+        smooth_sigma: Gaussian smoothing (px) before thresholding; 0 disables it.
+    """
+    bright = _otsu_bright(image, smooth_sigma)
+    return bright is not None and _bright_is_background(bright)
+
+
 def otsu_foreground(image: np.ndarray, polarity: Polarity = "auto", smooth_sigma: float = 1.0) -> np.ndarray:
     """Foreground (nuclei) mask of an image by Otsu's threshold, with the nuclei's polarity detected.
 
@@ -43,9 +74,7 @@ def otsu_foreground(image: np.ndarray, polarity: Polarity = "auto", smooth_sigma
         image: (H, W) or channel-first (C, H, W) image, any numeric dtype and range. Channels are averaged to grey.
             Channel-last (H, W, C) arrays are not accepted (they would be read as C = H channels).
         polarity: "bright" — nuclei brighter than the background (fluorescence); "dark" — nuclei darker than the
-            background (brightfield, H&E); "auto" — take the pixels above the Otsu threshold as nuclei unless they
-            cover more than half of the image, in which case the nuclei are the dark side. The rule assumes, as in
-            almost every nucleus image, that background covers more of the field than nuclei.
+            background (brightfield, H&E); "auto" — :func:`nuclei_are_dark`.
         smooth_sigma: Gaussian smoothing (px) of the grey image before thresholding; 0 disables it.
 
     Returns:
@@ -53,15 +82,10 @@ def otsu_foreground(image: np.ndarray, polarity: Polarity = "auto", smooth_sigma
     """
     if polarity not in ("auto", "bright", "dark"):
         raise ValueError(f"polarity must be 'auto', 'bright' or 'dark', got {polarity!r}.")
-    if smooth_sigma < 0:
-        raise ValueError(f"smooth_sigma must be >= 0, got {smooth_sigma}.")
-    grey = _to_grey(image)
-    if smooth_sigma > 0:
-        grey = ndi.gaussian_filter(grey, smooth_sigma)
-    if grey.max() <= grey.min():
-        return np.zeros(grey.shape, dtype=bool)
-    bright = grey > threshold_otsu(grey)
-    if polarity == "dark" or (polarity == "auto" and bright.mean() > 0.5):
+    bright = _otsu_bright(image, smooth_sigma)
+    if bright is None:
+        return np.zeros(np.shape(image)[-2:], dtype=bool)
+    if polarity == "dark" or (polarity == "auto" and _bright_is_background(bright)):
         return ~bright
     return bright
 

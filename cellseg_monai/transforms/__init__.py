@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
+from .intensity import NormalizePolarity, NormalizePolarityd
 from .interior_boundary import (
     InstancesToInteriorBoundary,
     InstancesToInteriorBoundaryd,
@@ -22,6 +23,8 @@ __all__ = [
     "LoadMicroscopy",
     "LoadMicroscopyd",
     "MixtureToProbabilities",
+    "NormalizePolarity",
+    "NormalizePolarityd",
     "MixtureToProbabilitiesd",
     "ProbabilityToInstances",
     "ProbabilityToInstancesd",
