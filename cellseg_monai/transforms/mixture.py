@@ -70,5 +70,6 @@ class MixtureToProbabilitiesd(MapTransform):
         for key in self.key_iterator(d):
             prob = self.converter(d[key])
             d[self.output_key] = prob
-            d[self.fg_key] = 1.0 - prob[:1]
+            # float32 softmax sums can exceed 1 by an ulp: keep the foreground probability inside [0, 1]
+            d[self.fg_key] = (1.0 - prob[:1]).clamp(0.0, 1.0)
         return d

@@ -50,3 +50,14 @@ def test_wrong_channel_count_raises():
         MixtureToProbabilities(classes=(2, 2), in_channels=1)(torch.zeros(7, 4, 4))
     with pytest.raises(ValueError, match="expected raw"):
         MixtureToProbabilities(classes=(2, 2), in_channels=1)(torch.zeros(1, 8, 4, 4))
+
+
+def test_foreground_probability_stays_in_unit_range_for_confident_background():
+    # a very confident background gives P(bg) = 1 + ulp in float32; 1 - P(bg) must not go negative
+    from cellseg_monai.transforms.mixture import MixtureToProbabilitiesd
+
+    raw = torch.zeros(4 + 4, 64, 64)
+    raw[0] = 30.0  # background component logit far above the others
+    raw[1] = torch.linspace(-5, 40, 64 * 64).reshape(64, 64)
+    out = MixtureToProbabilitiesd(classes=(2, 2), in_channels=1)({"pred": raw})
+    assert float(out["fg_prob"].min()) >= 0.0 and float(out["fg_prob"].max()) <= 1.0

@@ -1,0 +1,360 @@
+"""Canonical-shape network: an encoder places N affine copies of one learned canonical shape on the image.
+
+Costa, Gaudio, Campilho & Cardoso, "Explainable Weakly-Supervised Cell Nuclei Segmentation by Canonical Shape
+Learning and Transformation", MIDL 2022 (Sec. 2.1 implicit shape, Eq. 1-2 rendering, Sec. 2.4 encoder).
+
+Pipeline:
+
+1. Encoder (Sec. 2.4): a ResNet-style backbone without pooling/FC whose last stride is replaced by dilation, so the
+   output stride is 16 (a 128 px patch gives 8×8 features). Two 1×1 conv heads predict, for A =
+   ``instances_per_cell`` instances per feature cell (N = A·h·w instances; 128 for a 128 px patch and A = 2), an
+   affine transformation T = [L | t] and a presence probability p(z) = sigmoid(·).
+2. Rendering (Eq. 1-2): every instance n maps canonical coordinates X_c to image coordinates
+   X = L_n X_c + c_n + t_n (c_n: centre of its feature cell); a pixel X is drawn from the canonical shape at
+   X_c = L_n⁻¹ (X - c_n - t_n): p_n(X) = p(s | X_c) · p(z_n). The instances are combined by the maximum,
+   p(X) = max_n p_n(X).
+
+Coordinate system (a choice; the paper's could not be checked): **input-image pixels**, x = column, y = row, origin
+at the image's top-left corner, pixel (i, j) centred at (x, y) = (j + 0.5, i + 0.5). The same (L, t) therefore mean
+the same nucleus at every rendering resolution and for every image size (tiling), and the explainability CSV reads in
+pixels. Rendering at (H', W') samples the input-pixel positions ((j + 0.5) W / W', (i + 0.5) H / H').
+
+Direction of T (a choice): T maps canonical → image ("deform the canonical shape into the correct location, scale
+and orientation", abstract), so t + c is the instance's centre and L's columns are its axes in pixels. The grid
+form X' = L X + t of Eq. 1 (image → canonical) is the same family of maps (the inverse of a lower-triangular matrix
+with positive diagonal is one too); only the parametrisation differs.
+
+Parametrisation of the heads' raw outputs (choices where the paper is silent, with s = ``base_scale``, default
+stride / 2 = 8 px, and a0 = log(e - 1) so that softplus(a0) = 1)::
+
+    L = [[s·softplus(a + a0), 0], [s·b, s·softplus(d + a0)]]     lower-triangular, positive diagonal
+    t = max_offset · stride · tanh(raw_t)                         (|t| ≤ max_offset cells; linear if None)
+    p(z) = sigmoid(raw_z), bias initialised at logit(presence_prior)
+
+At initialisation L = diag(s, s), t = 0: with the MLP's initial disc of radius 1 every instance is a disc of radius
+8 px at its cell centre. A lower-triangular L loses nothing for a rotation-symmetric canonical shape: L Lᵀ is the
+Cholesky factorisation of any ellipse's shape matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from torch import Tensor, nn
+
+from cellseg_monai.networks.blocks.implicit_shape import ImplicitShapeMLP
+
+__all__ = ["BACKBONES", "CanonicalShapeNet", "DilatedResNet", "render_instances"]
+
+#: name -> (block type, blocks per stage). "resnet50" is the paper's encoder (Sec. 2.4); "resnet10" the CPU default.
+BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+    "resnet10": ("basic", (1, 1, 1, 1)),
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+}
+
+_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=dilation * (k // 2), dilation=dilation, bias=False)
+
+
+class _BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int, dilation: int, norm: str | tuple, act: str | tuple):
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(cin, planes, 3, stride, dilation),
+            get_norm_layer(norm, 2, planes),
+            get_act_layer(act),
+            _conv(planes, planes, 3, 1, dilation),
+            get_norm_layer(norm, 2, planes),
+        )
+        self.skip = _skip(cin, planes, stride, norm)
+        self.act = get_act_layer(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class _Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int, dilation: int, norm: str | tuple, act: str | tuple):
+        super().__init__()
+        out = planes * self.expansion
+        self.body = nn.Sequential(
+            _conv(cin, planes, 1),
+            get_norm_layer(norm, 2, planes),
+            get_act_layer(act),
+            _conv(planes, planes, 3, stride, dilation),
+            get_norm_layer(norm, 2, planes),
+            get_act_layer(act),
+            _conv(planes, out, 1),
+            get_norm_layer(norm, 2, out),
+        )
+        self.skip = _skip(cin, out, stride, norm)
+        self.act = get_act_layer(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+def _skip(cin: int, cout: int, stride: int, norm: str | tuple) -> nn.Module:
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(_conv(cin, cout, 1, stride), get_norm_layer(norm, 2, cout))
+
+
+class DilatedResNet(nn.Module):
+    """ResNet feature extractor (no pooling/FC) with the last stage's stride replaced by dilation 2 (output stride 16).
+
+    Stem: 7×7 conv stride 2 + norm + act + 3×3 max-pool stride 2; stages 1-4 with strides 1, 2, 2, 1 and dilation
+    1, 1, 1, 2 (the first block of stage 4 keeps dilation 1, as torchvision's ``replace_stride_with_dilation``).
+    Randomly initialised (no ImageNet weights: nothing is downloaded).
+
+    Args:
+        in_channels: image channels C.
+        depth: a key of :data:`BACKBONES` ("resnet50" = the paper's encoder; "resnet10" = light CPU default).
+        features: width of the stem and of stage 1 (64 in the standard ResNets); stages double it.
+        norm: MONAI norm spec, e.g. "batch" or ("group", {"num_groups": 8}).
+        act: MONAI activation spec.
+
+    Input (B, C, H, W) → output (B, ``out_channels``, ceil(H/16), ceil(W/16)) (8×8 for 128×128).
+    """
+
+    stride: int = 16
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        depth: str = "resnet10",
+        features: int = 32,
+        norm: str | tuple = "batch",
+        act: str | tuple = "relu",
+    ) -> None:
+        super().__init__()
+        if depth not in BACKBONES:
+            raise ValueError(f"depth must be one of {sorted(BACKBONES)}; got {depth!r}.")
+        if in_channels < 1 or features < 1:
+            raise ValueError(f"in_channels and features must be >= 1; got {in_channels!r}, {features!r}.")
+        kind, blocks = BACKBONES[depth]
+        block = _BasicBlock if kind == "basic" else _Bottleneck
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, features, 7, stride=2, padding=3, bias=False),
+            get_norm_layer(norm, 2, features),
+            get_act_layer(act),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages: list[nn.Module] = []
+        cin = features
+        for i, (n, stride, dilation) in enumerate(zip(blocks, (1, 2, 2, 1), (1, 1, 1, 2), strict=True)):
+            planes = features * 2**i
+            layers = []
+            for j in range(n):
+                layers.append(block(cin, planes, stride if j == 0 else 1, 1 if (j == 0 and i == 3) else dilation, norm, act))
+                cin = planes * block.expansion
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, out_channels, ceil(H/16), ceil(W/16))."""
+        return self.stages(self.stem(x))
+
+
+def render_instances(
+    shape: nn.Module, params: dict[str, Tensor], size: Sequence[int], with_presence: bool = True
+) -> Tensor:
+    """Per-instance probabilities p(s | L⁻¹ (X - c - t)) · p(z) on a (H', W') grid (Costa et al. 2022, Eq. 1-2).
+
+    Args:
+        shape: maps canonical coordinates (..., 2) (x, y) to log p(s) (...), e.g. :class:`ImplicitShapeMLP`.
+        params: dict with "L" (B, N, 2, 2) lower-triangular (acts on (x, y)), "t" (B, N, 2) and "centre"
+            (B, N, 2) in input pixels (x, y), "presence" (B, N) in [0, 1] and "image_size" (B, 2) = (H, W) of the
+            input in pixels (see the module docstring for the coordinate system).
+        size: output (H', W'); any resolution (the paper: 1/4 in training, full at inference).
+        with_presence: multiply by p(z) (True) or return the shape probability p(s) alone (False).
+
+    Returns:
+        (B, N, H', W') probabilities in [0, 1].
+    """
+    if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
+        raise ValueError(f"size must be (H', W') with positive sides; got {size!r}.")
+    L, pos, image_size = params["L"], params["centre"] + params["t"], params["image_size"]
+    if L.ndim != 4 or L.shape[-2:] != (2, 2) or pos.shape != L.shape[:2] + (2,):
+        raise ValueError(f"params need L (B, N, 2, 2) and t, centre (B, N, 2); got {tuple(L.shape)}, {tuple(pos.shape)}.")
+    h_out, w_out = int(size[0]), int(size[1])
+    dev, dt = L.device, L.dtype
+    rows = torch.arange(h_out, device=dev, dtype=dt) + 0.5
+    cols = torch.arange(w_out, device=dev, dtype=dt) + 0.5
+    # input-pixel positions of the output pixel centres: (B, 1, H', 1) and (B, 1, 1, W')
+    ys = (rows[None, :] * (image_size[:, 0:1].to(dt) / h_out))[:, None, :, None]
+    xs = (cols[None, :] * (image_size[:, 1:2].to(dt) / w_out))[:, None, None, :]
+    dx = xs - pos[..., 0, None, None]  # (B, N, 1, W')
+    dy = ys - pos[..., 1, None, None]  # (B, N, H', 1)
+    l11, l21, l22 = (L[..., 0, 0, None, None], L[..., 1, 0, None, None], L[..., 1, 1, None, None])
+    xc = (dx / l11).expand(-1, -1, h_out, -1)  # forward substitution of L X_c = X - c - t
+    yc = (dy - l21 * xc) / l22
+    prob = torch.exp(shape(torch.stack([xc, yc], dim=-1)))
+    if with_presence:
+        prob = prob * params["presence"][..., None, None]
+    return prob
+
+
+class CanonicalShapeNet(nn.Module):
+    """Weakly supervised nuclei instances as affine placements of one learned canonical shape (Costa et al. 2022).
+
+    Args:
+        in_channels: image channels C.
+        instances_per_cell: A, instances predicted per encoder feature cell (the paper: 2, i.e. N = 128 for 128 px).
+        backbone: encoder depth, a key of :data:`BACKBONES` ("resnet50" is the paper's; "resnet10", the default,
+            trains in minutes on a CPU). Ignored when ``encoder`` is given.
+        features: encoder width of the stem / first stage (64 in a standard ResNet; 32 by default).
+        norm: encoder norm (MONAI spec): "batch" (default) or e.g. ("group", {"num_groups": 8}) for tiny batches.
+        encoder: optional injected feature extractor with attributes ``out_channels`` and ``stride`` (pixels per
+            feature cell); replaces the built-in :class:`DilatedResNet`.
+        shape: optional injected canonical shape (..., 2) → log p(s) (...); default :class:`ImplicitShapeMLP`.
+        render_scale: ``forward`` renders at (round(H·s), round(W·s)) (1.0 = full; the paper trains at 0.25).
+        base_scale: s, pixel scale of L at a raw output of 0 (default ``stride / 2``).
+        max_offset: bound on |t| in feature cells via tanh; None = unbounded (linear, in units of ``stride``).
+        presence_prior: initial p(z) of every instance (initial Σ p(z) ≈ presence_prior · N).
+
+    ``forward((B, C, H, W))`` returns ONE tensor, the combined mask probability (B, 1, H', W') in [0, 1].
+    :meth:`predict_parameters`, :meth:`render_instances` and :meth:`predict_instances` expose the per-instance
+    affine parameters and masks for post-processing and explainability; :meth:`canonical_shape` draws the shape.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        instances_per_cell: int = 2,
+        backbone: str = "resnet10",
+        features: int = 32,
+        norm: str | tuple = "batch",
+        encoder: nn.Module | None = None,
+        shape: nn.Module | None = None,
+        render_scale: float = 1.0,
+        base_scale: float | None = None,
+        max_offset: float | None = 1.0,
+        presence_prior: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if instances_per_cell < 1:
+            raise ValueError(f"instances_per_cell must be >= 1; got {instances_per_cell!r}.")
+        if not 0.0 < presence_prior < 1.0:
+            raise ValueError(f"presence_prior must be in (0, 1); got {presence_prior!r}.")
+        if render_scale <= 0 or (max_offset is not None and max_offset <= 0):
+            raise ValueError(f"render_scale and max_offset must be > 0; got {render_scale!r}, {max_offset!r}.")
+        self.encoder = encoder if encoder is not None else DilatedResNet(in_channels, backbone, features, norm)
+        for attr in ("out_channels", "stride"):
+            if not hasattr(self.encoder, attr):
+                raise TypeError(f"encoder must have an attribute {attr!r} (int); {type(self.encoder).__name__} has not.")
+        self.shape = shape if shape is not None else ImplicitShapeMLP()
+        self.instances_per_cell = int(instances_per_cell)
+        self.stride = int(self.encoder.stride)
+        self.render_scale = float(render_scale)
+        self.base_scale = float(base_scale) if base_scale is not None else self.stride / 2.0
+        if self.base_scale <= 0:
+            raise ValueError(f"base_scale must be > 0; got {base_scale!r}.")
+        self.max_offset = max_offset
+        c = int(self.encoder.out_channels)
+        self.affine_head = nn.Conv2d(c, 5 * self.instances_per_cell, 1)
+        self.presence_head = nn.Conv2d(c, self.instances_per_cell, 1)
+        with torch.no_grad():
+            self.affine_head.weight.mul_(0.1)
+            self.affine_head.bias.zero_()
+            self.presence_head.bias.fill_(math.log(presence_prior / (1.0 - presence_prior)))
+
+    def _per_instance(self, x: Tensor, k: int) -> Tensor:
+        """(B, A·k, h, w) → (B, N, k) with instance n = (row·w + col)·A + a."""
+        b, _, h, w = x.shape
+        a = self.instances_per_cell
+        return x.view(b, a, k, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * a, k)
+
+    def predict_parameters(self, image: Tensor) -> dict[str, Tensor]:
+        """Encoder + heads (Sec. 2.4): per-instance affine parameters and presence, in input pixels.
+
+        Args:
+            image: (B, C, H, W).
+
+        Returns:
+            dict of tensors, N = A·h·w, instance n at feature cell (row, col) = divmod(n // A, w):
+            "L" (B, N, 2, 2) lower-triangular, diagonal > 0 (pixels per canonical unit, acting on (x, y));
+            "t" (B, N, 2) translation (x, y) in pixels relative to the cell centre; "centre" (B, N, 2) the cell
+            centres (x, y) in pixels; "presence" (B, N) p(z) in (0, 1); "image_size" (B, 2) = (H, W).
+        """
+        if image.ndim != 4:
+            raise ValueError(f"image must be (B, C, H, W); got shape {tuple(image.shape)}.")
+        b, _, hh, ww = image.shape
+        feats = self.encoder(image)
+        h, w = feats.shape[-2:]
+        raw = self._per_instance(self.affine_head(feats), 5)  # (B, N, 5)
+        s = self.base_scale
+        l11 = s * F.softplus(raw[..., 0] + _SOFTPLUS_ONE)
+        l22 = s * F.softplus(raw[..., 2] + _SOFTPLUS_ONE)
+        l21 = s * raw[..., 1]
+        zero = torch.zeros_like(l11)
+        L = torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], -2)
+        if self.max_offset is None:
+            t = self.stride * raw[..., 3:5]
+        else:
+            t = self.max_offset * self.stride * torch.tanh(raw[..., 3:5])
+        presence = torch.sigmoid(self._per_instance(self.presence_head(feats), 1)[..., 0])
+        cy = (torch.arange(h, device=image.device, dtype=L.dtype) + 0.5) * (hh / h)
+        cx = (torch.arange(w, device=image.device, dtype=L.dtype) + 0.5) * (ww / w)
+        gy, gx = torch.meshgrid(cy, cx, indexing="ij")
+        centre = torch.stack([gx, gy], -1).reshape(h * w, 1, 2).expand(-1, self.instances_per_cell, -1)
+        centre = centre.reshape(1, -1, 2).expand(b, -1, -1)
+        image_size = torch.tensor([hh, ww], device=image.device, dtype=L.dtype).expand(b, 2)
+        return {"L": L, "t": t, "centre": centre, "presence": presence, "image_size": image_size}
+
+    def render_instances(self, params: dict[str, Tensor], size: Sequence[int]) -> Tensor:
+        """Per-instance masks p(s) · p(z) (Eq. 1-2) at any (H', W'): (B, N, H', W') in [0, 1]."""
+        return render_instances(self.shape, params, size)
+
+    def render(self, params: dict[str, Tensor], size: Sequence[int]) -> Tensor:
+        """Combined mask max_n p(s) · p(z) (Eq. 2) at any (H', W'): (B, 1, H', W') in [0, 1]."""
+        return self.render_instances(params, size).amax(dim=1, keepdim=True)
+
+    def output_size(self, image: Tensor) -> tuple[int, int]:
+        """(H', W') = (round(H · render_scale), round(W · render_scale)), at least 1."""
+        return (max(1, round(image.shape[-2] * self.render_scale)), max(1, round(image.shape[-1] * self.render_scale)))
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, C, H, W) image → (B, 1, H', W') combined mask probability in [0, 1] (see :meth:`output_size`)."""
+        return self.render(self.predict_parameters(image), self.output_size(image))
+
+    def predict_instances(self, image: Tensor, size: Sequence[int] | None = None) -> dict[str, Tensor]:
+        """Parameters and masks for post-processing and explainability.
+
+        Args:
+            image: (B, C, H, W).
+            size: rendering (H', W'); default :meth:`output_size`.
+
+        Returns:
+            :meth:`predict_parameters`'s dict plus "masks" (B, N, H', W') = p(s) · p(z) and "combined"
+            (B, 1, H', W') = their maximum.
+        """
+        params = self.predict_parameters(image)
+        masks = self.render_instances(params, size if size is not None else self.output_size(image))
+        return {**params, "masks": masks, "combined": masks.amax(dim=1, keepdim=True)}
+
+    def canonical_shape(self, size: int = 64, extent: float = 2.0) -> Tensor:
+        """The learned canonical shape p(s | x, y, r) on [-extent, extent]² as a (size, size) image in (0, 1]."""
+        if size < 1 or extent <= 0:
+            raise ValueError(f"size must be >= 1 and extent > 0; got {size!r}, {extent!r}.")
+        p = next(self.shape.parameters(), None)
+        dev, dt = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+        c = (torch.arange(size, device=dev, dtype=dt) + 0.5) / size * 2 * extent - extent
+        yy, xx = torch.meshgrid(c, c, indexing="ij")
+        with torch.no_grad():
+            return torch.exp(self.shape(torch.stack([xx, yy], dim=-1)))
