@@ -168,7 +168,7 @@ def train_bundle(
         "--val_interval", NO_VALIDATION,
     ]  # fmt: skip
     if budget is not None:
-        args += ["--annotation_budget", f"{budget:g}"]
+        args += ["--annotation_budget", repr(float(budget))]  # "1.0", not "1": an int budget counts objects
     args += applicable_overrides(overrides, bundle.name, [bundle.config("train.json")])
     child = _run(_bundle_cmd(bundle, ["train.json"], args), work / "train.log")
     ckpt = latest_checkpoint(work / "train")

@@ -16,6 +16,7 @@ A datalist is a list of dicts ``{"image": path, "label": path, "id": str, "scrib
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import numpy as np
 from cellseg_monai.data.io import IMAGE_SUFFIXES, DataError, is_image_file
 
 __all__ = ["SPLITS", "detect_layout", "list_images", "load_datalist", "split_ids"]
+
+logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
 """Split names understood by :func:`load_datalist`."""
@@ -203,6 +206,16 @@ def load_datalist(
         if sid in scribbles:
             entry["scribble"] = str(scribbles[sid])
         out.append(entry)
+    n_user = sum("scribble" in e for e in out)
+    if n_user:
+        logger.warning(
+            "%s: %d of %d %s images have scribbles in weak/scribbles/; they are used as drawn and replace the "
+            "simulated ones (annotation_budget does not apply to them)",
+            root,
+            n_user,
+            len(out),
+            split,
+        )
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
 __all__ = ["TrainingTimeLimit"]
@@ -41,6 +42,9 @@ class TrainingTimeLimit:
 
     def __call__(self, engine: Engine) -> None:
         elapsed = time.monotonic() - self._start
+        # in a distributed run rank 0 decides for all ranks, so no rank stops while another waits in a collective
+        if idist.get_world_size() > 1:
+            elapsed = float(idist.broadcast(elapsed, src=0))
         if elapsed >= 60.0 * float(self.minutes or 0):
             logger.warning(
                 "training time budget of %.1f min reached after epoch %d: stopping", self.minutes, engine.state.epoch

@@ -111,7 +111,9 @@ class CanonicalShapeLoss(_Loss):
             raise ValueError(f"input must be the combined mask (B, 1, H, W); got shape {tuple(input.shape)}.")
         mask = torch.as_tensor(mask, device=input.device)
         if mask.ndim != 4 or mask.shape[:2] != input.shape[:2]:
-            raise ValueError(f"target mask must be (B, 1, H, W) like input {tuple(input.shape)}; got {tuple(mask.shape)}.")
+            raise ValueError(
+                f"target mask must be (B, 1, H, W) like input {tuple(input.shape)}; got {tuple(mask.shape)}."
+            )
         mask = mask.to(input.dtype)
         if mask.dtype.is_floating_point and (mask.min() < 0 or mask.max() > 1):
             mask = (mask > 0).to(input.dtype)

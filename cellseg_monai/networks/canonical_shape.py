@@ -25,9 +25,9 @@ form X' = L X + t of Eq. 1 (image → canonical) is the same family of maps (the
 with positive diagonal is one too); only the parametrisation differs.
 
 Parametrisation of the heads' raw outputs (choices where the paper is silent, with s = ``base_scale``, default
-stride / 2 = 8 px, and a0 = log(e - 1) so that softplus(a0) = 1)::
+stride / 2 = 8 px, ε = 0.01 and a0 chosen so that softplus(a0) + ε = 1)::
 
-    L = [[s·softplus(a + a0), 0], [s·b, s·softplus(d + a0)]]     lower-triangular, positive diagonal
+    L = [[s·(softplus(a + a0) + ε), 0], [s·b, s·(softplus(d + a0) + ε)]]   lower-triangular, diagonal ≥ ε·s > 0
     t = max_offset · stride · tanh(raw_t)                         (|t| ≤ max_offset cells; linear if None)
     p(z) = sigmoid(raw_z), bias initialised at logit(presence_prior)
 
@@ -59,7 +59,8 @@ BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet101": ("bottleneck", (3, 4, 23, 3)),
 }
 
-_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
+_MIN_DIAG = 1e-2  # floor of L's diagonal (units of base_scale): L stays invertible when softplus underflows
+_SOFTPLUS_ONE = math.log(math.exp(1.0 - _MIN_DIAG) - 1.0)  # softplus(_SOFTPLUS_ONE) + _MIN_DIAG == 1
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -160,7 +161,9 @@ class DilatedResNet(nn.Module):
             planes = features * 2**i
             layers = []
             for j in range(n):
-                layers.append(block(cin, planes, stride if j == 0 else 1, 1 if (j == 0 and i == 3) else dilation, norm, act))
+                layers.append(
+                    block(cin, planes, stride if j == 0 else 1, 1 if (j == 0 and i == 3) else dilation, norm, act)
+                )
                 cin = planes * block.expansion
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
@@ -191,7 +194,9 @@ def render_instances(
         raise ValueError(f"size must be (H', W') with positive sides; got {size!r}.")
     L, pos, image_size = params["L"], params["centre"] + params["t"], params["image_size"]
     if L.ndim != 4 or L.shape[-2:] != (2, 2) or pos.shape != L.shape[:2] + (2,):
-        raise ValueError(f"params need L (B, N, 2, 2) and t, centre (B, N, 2); got {tuple(L.shape)}, {tuple(pos.shape)}.")
+        raise ValueError(
+            f"params need L (B, N, 2, 2) and t, centre (B, N, 2); got {tuple(L.shape)}, {tuple(pos.shape)}."
+        )
     h_out, w_out = int(size[0]), int(size[1])
     dev, dt = L.device, L.dtype
     rows = torch.arange(h_out, device=dev, dtype=dt) + 0.5
@@ -257,7 +262,9 @@ class CanonicalShapeNet(nn.Module):
         self.encoder = encoder if encoder is not None else DilatedResNet(in_channels, backbone, features, norm)
         for attr in ("out_channels", "stride"):
             if not hasattr(self.encoder, attr):
-                raise TypeError(f"encoder must have an attribute {attr!r} (int); {type(self.encoder).__name__} has not.")
+                raise TypeError(
+                    f"encoder must have an attribute {attr!r} (int); {type(self.encoder).__name__} has not."
+                )
         self.shape = shape if shape is not None else ImplicitShapeMLP()
         self.instances_per_cell = int(instances_per_cell)
         self.stride = int(self.encoder.stride)
@@ -299,8 +306,8 @@ class CanonicalShapeNet(nn.Module):
         h, w = feats.shape[-2:]
         raw = self._per_instance(self.affine_head(feats), 5)  # (B, N, 5)
         s = self.base_scale
-        l11 = s * F.softplus(raw[..., 0] + _SOFTPLUS_ONE)
-        l22 = s * F.softplus(raw[..., 2] + _SOFTPLUS_ONE)
+        l11 = s * (F.softplus(raw[..., 0] + _SOFTPLUS_ONE) + _MIN_DIAG)
+        l22 = s * (F.softplus(raw[..., 2] + _SOFTPLUS_ONE) + _MIN_DIAG)
         l21 = s * raw[..., 1]
         zero = torch.zeros_like(l11)
         L = torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], -2)

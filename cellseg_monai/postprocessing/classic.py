@@ -24,6 +24,11 @@ Polarity = Literal["auto", "bright", "dark"]
 
 def _to_grey(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] > 4 and image.shape[-1] <= 4:
+        raise ValueError(
+            f"image must be channel-first (C, H, W); shape {tuple(image.shape)} looks channel-last (H, W, C): "
+            "move the channel axis first (numpy.moveaxis(image, -1, 0))."
+        )
     if image.ndim == 3:
         image = image.mean(axis=0)
     elif image.ndim != 2:

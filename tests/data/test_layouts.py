@@ -150,3 +150,22 @@ def test_list_images(tmp_path):
         list_images(empty)
     with pytest.raises(DataError, match="not an image"):
         list_images(plain / "notes.md")
+
+
+def test_user_scribbles_replacing_the_budget_are_announced(tmp_path, caplog):
+    import logging
+
+    import tifffile
+
+    from cellseg_monai.data import load_datalist
+
+    for sub in ("images", "labels", "weak/scribbles"):
+        (tmp_path / sub).mkdir(parents=True)
+    for sid in ("a", "b"):
+        tifffile.imwrite(tmp_path / "images" / f"{sid}.tif", np.zeros((8, 8), np.uint8))
+        tifffile.imwrite(tmp_path / "labels" / f"{sid}.tif", np.ones((8, 8), np.uint16))
+    tifffile.imwrite(tmp_path / "weak" / "scribbles" / "a.tif", np.zeros((8, 8), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        items = load_datalist(tmp_path, "all")
+    assert [("scribble" in i) for i in items] == [True, False]
+    assert "1 of 2" in caplog.text and "annotation_budget" in caplog.text

@@ -97,3 +97,8 @@ def test_classic_baseline_module() -> None:
         assert_one_label_per_disc(labels.astype(np.int32))
     with pytest.raises(ValueError, match="B, C, H, W"):
         model(batch[0])
+
+
+def test_channel_last_image_is_rejected_with_a_hint():
+    with pytest.raises(ValueError, match="channel-last"):
+        otsu_watershed(np.zeros((40, 50, 3)))
