@@ -1,7 +1,16 @@
-"""Helpers that bundle configs call: where the bundle lives, which weights to load."""
+"""Helpers that bundle configs call: where the bundle lives, which weights to load, distributed set-up."""
 
 from __future__ import annotations
 
+from .distributed import ddp_device_ids, distributed_device, finalize_distributed, init_distributed, is_not_rank0
 from .paths import existing_checkpoint, locate_bundle_root
 
-__all__ = ["existing_checkpoint", "locate_bundle_root"]
+__all__ = [
+    "ddp_device_ids",
+    "distributed_device",
+    "existing_checkpoint",
+    "finalize_distributed",
+    "init_distributed",
+    "is_not_rank0",
+    "locate_bundle_root",
+]
