@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .cumulative import InstanceMetric, PixelMetric, instance_scores_from_map
-from .folder import LABEL_SUFFIXES, evaluate_folders, format_table, list_label_files
+from .folder import LABEL_SUFFIXES, SCORED_NAMES, evaluate_folders, format_table, list_label_files, read_scores
 from .instance import (
     DEFAULT_NAMES,
     THRESHOLDS_DSB,
@@ -56,6 +56,8 @@ __all__ = [
     "COCO_RECALL_THRESHOLDS",
     "DEFAULT_NAMES",
     "LABEL_SUFFIXES",
+    "SCORED_NAMES",
+    "read_scores",
     "THRESHOLDS_DSB",
     "THRESHOLDS_F1",
     "aji",

@@ -21,7 +21,7 @@ from cellseg_monai.data.io import DataError
 from cellseg_monai.metrics.instance import DEFAULT_NAMES, evaluate_pairs
 from cellseg_monai.metrics.matching import as_label_image
 
-__all__ = ["LABEL_SUFFIXES", "list_label_files", "evaluate_folders", "format_table"]
+__all__ = ["LABEL_SUFFIXES", "SCORED_NAMES", "evaluate_folders", "format_table", "list_label_files", "read_scores"]
 
 LABEL_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 
@@ -65,11 +65,27 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+SCORED_NAMES: tuple[str, ...] = ("ap@0.5", "ap@0.75", "mAP", "coco_ap", "coco_ap50", "coco_ap75")
+
+
+def read_scores(path: str | os.PathLike) -> dict[int, float]:
+    """``{object id: score}`` from a per-object CSV with ``id`` and ``score`` columns (bundle inference output)."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {int(float(r["id"])): float(r["score"]) for r in rows}
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: cannot read per-object scores (needs columns id, score): {e}") from e
+
+
 def evaluate_folders(
     pred_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
     json_path: str | os.PathLike | None = None,
     names: Iterable[str] = DEFAULT_NAMES,
+    scores: bool | None = None,
 ) -> dict[str, Any]:
     """Instance metrics of every ``<id>.tif`` in ``gt_dir`` against ``pred_dir/<id>.tif``.
 
@@ -79,8 +95,10 @@ def evaluate_folders(
         json_path: if given, the result is also written there as JSON (NaN written as null).
         names: metric names (see :mod:`cellseg_monai.metrics.instance`); the default set has ``f1@0.5``,
             ``precision@0.5``, ``recall@0.5``, ``fnr@0.5``, ``ap_dsb@0.5``, ``ap_dsb@0.75``, ``ap_dsb_mean``,
-            ``f1_mean``, ``fnr_mean``, ``aji``, ``pq``, ``sq``, ``rq``, ``mdice``, ``miou``. Score-ranked metrics
-            cannot be used (label images carry no scores).
+            ``f1_mean``, ``fnr_mean``, ``aji``, ``pq``, ``sq``, ``rq``, ``mdice``, ``miou`` and ``f1@0.1 ... f1@1.0``.
+        scores: read per-object scores from ``pred_dir/<id>.csv`` (the per-object measurements that bundle
+            inference writes: columns ``id`` and ``score``) and add the score-ranked metrics :data:`SCORED_NAMES`
+            (LACSS ``ap@t`` / ``mAP``, COCO mask AP). ``None``: when every existing prediction has its CSV.
 
     Returns:
         ``{"per_image_mean": {name: float}, "pooled": {name: float}, "per_image": [{"id": str, name: float, ...}],
@@ -96,8 +114,12 @@ def evaluate_folders(
     pred_files = list_label_files(pred_dir)
     names = list(names)
     missing: list[str] = []
+    if scores is None:
+        scores = bool(pred_files) and all(p.with_suffix(".csv").is_file() for p in pred_files.values())
+    if scores:
+        names += [n for n in SCORED_NAMES if n not in names]
 
-    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def pairs() -> Iterator[tuple[Any, ...]]:
         for image_id, gt_path in gt_files.items():
             gt = _read(gt_path)
             pred_path = pred_files.get(image_id)
@@ -111,7 +133,10 @@ def evaluate_folders(
                         f"{pred_path}: prediction is {pred.shape[0]}x{pred.shape[1]} (H x W) but its GT {gt_path}"
                         f" is {gt.shape[0]}x{gt.shape[1]}"
                     )
-            yield gt, pred
+            if scores:
+                yield gt, pred, (read_scores(pred_path.with_suffix(".csv")) if pred_path is not None else {})
+            else:
+                yield gt, pred
 
     res = evaluate_pairs(pairs(), names=names)
     result = {

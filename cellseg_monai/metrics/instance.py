@@ -70,6 +70,7 @@ THRESHOLDS_F1: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11)
 #: metrics computed when no names are given (all need no prediction scores).
 DEFAULT_NAMES: tuple[str, ...] = (
     "f1@0.5",
+    *(f"f1@{t / 10:.1f}" for t in range(1, 11) if t != 5),  # Costa et al. report F1 at IoU 0.1 ... 1.0
     "precision@0.5",
     "recall@0.5",
     "fnr@0.5",

@@ -168,10 +168,9 @@ def affine_table(params: Mapping[str, object], index: int = 0, min_presence: flo
             continue
         u, s, _ = np.linalg.svd(L[n])
         theta = math.degrees(math.atan2(u[1, 0], u[0, 0]))
-        if theta <= -90.0:
+        theta = (theta + 90.0) % 180.0 - 90.0  # an axis, not a direction: [-90, 90) ...
+        if theta <= -90.0 + 1e-9:  # ... then (-90, 90], robust to round-off at the vertical
             theta += 180.0
-        elif theta > 90.0:
-            theta -= 180.0
         l11, l21, l22 = L[n, 0, 0], L[n, 1, 0], L[n, 1, 1]
         rows.append(
             {

@@ -91,3 +91,29 @@ def test_bad_folders(folders: tuple[Path, Path], tmp_path: Path, setup: str, mat
         (gt_dir / "a.tif").write_bytes(b"not a tiff")
     with pytest.raises(DataError, match=match):
         evaluate_folders(pred_dir, gt_dir)
+
+
+def test_scores_from_per_object_csv_enable_ranked_ap(tmp_path):
+    # one GT square; prediction 1 = that square, prediction 2 = a false positive with a higher score
+    import tifffile
+
+    from cellseg_monai.metrics import evaluate_folders
+
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    gt = np.zeros((12, 12), np.uint16)
+    gt[1:5, 1:5] = 1
+    pred = np.zeros_like(gt)
+    pred[1:5, 1:5] = 1
+    pred[7:11, 7:11] = 2
+    tifffile.imwrite(gt_dir / "x.tif", gt)
+    tifffile.imwrite(pred_dir / "x.tif", pred)
+    (pred_dir / "x.csv").write_text("id,area,score\n1,16,0.4\n2,16,0.9\n")
+    res = evaluate_folders(pred_dir, gt_dir)
+    # ranked: FP (0.9) first, then the TP with precision 1/2 -> AP@0.5 = 0.5 / 1 GT
+    assert res["per_image_mean"]["ap@0.5"] == pytest.approx(0.5)
+    assert res["per_image_mean"]["f1@0.1"] == pytest.approx(2 / 3)  # 1 TP, 1 FP, 0 FN
+    (pred_dir / "x.csv").write_text("id,area,score\n1,16,0.9\n2,16,0.4\n")
+    assert evaluate_folders(pred_dir, gt_dir)["per_image_mean"]["ap@0.5"] == pytest.approx(1.0)
+    assert "ap@0.5" not in evaluate_folders(pred_dir, gt_dir, scores=False)["per_image_mean"]
