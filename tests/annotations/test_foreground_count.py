@@ -33,7 +33,7 @@ CASES = [
     # crop_box, expected count (hand-counted), expected mask
     (None, 4, (LABELS > 0).astype(np.uint8)),
     ((0, 0, 3, 3), 1, np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]], dtype=np.uint8)),
-    ((2, 2, 5, 5), 1, np.array([[0, 0, 1], [0, 0, 1], [0, 0, 0]], dtype=np.uint8)),  # 9 cut by the border counts
+    ((2, 2, 5, 5), 2, np.array([[1, 0, 1], [0, 0, 1], [0, 0, 0]], dtype=np.uint8)),  # 5 and 9 cut by the border count
     ((1, 1, 5, 5), 3, np.array([[1, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]], dtype=np.uint8)),
     ((0, 3, 2, 6), 0, np.zeros((2, 3), dtype=np.uint8)),
     ((5, 5, 6, 6), 1, np.ones((1, 1), dtype=np.uint8)),
