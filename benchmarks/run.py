@@ -232,12 +232,22 @@ def evaluate_bundle(
     }
 
 
-def measure_inference(cmd_args: list[str], work: Path) -> dict[str, Any]:
-    """Run ``benchmarks/infer.py cmd_args`` as a child; its JSON plus the child's ``peak_rss_mb``."""
+def measure_inference(cmd_args: list[str], work: Path, reuse: bool = False) -> dict[str, Any]:
+    """Run ``benchmarks/infer.py cmd_args`` as a child; its JSON plus the child's ``peak_rss_mb``.
+
+    The result is also stored as ``work/infer_record.json`` with the arguments; ``reuse`` returns a record made
+    with the same arguments instead of measuring again."""
+    record_path = work / "infer_record.json"
+    if reuse and record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("args") == cmd_args:
+            return record["inference"]
     json_path = work / "infer.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "infer.py"), *cmd_args, "--json", str(json_path)]
     child = _run(cmd, work / "infer.log")
-    return {**json.loads(json_path.read_text()), "peak_rss_mb": child.peak_rss_mb}
+    inference = {**json.loads(json_path.read_text()), "peak_rss_mb": child.peak_rss_mb}
+    record_path.write_text(json.dumps({"args": cmd_args, "inference": inference}, indent=2) + "\n")
+    return inference
 
 
 def classic_pixel_metrics(pred_dir: Path, gt_dir: Path) -> dict[str, float]:
@@ -257,13 +267,13 @@ def classic_pixel_metrics(pred_dir: Path, gt_dir: Path) -> dict[str, float]:
     return {"val_pixel_f1": float(np.nanmean(f1s)), "val_pixel_auc": float(np.nanmean(aucs))}
 
 
-def run_classic(data: Path, work: Path, gt_dir: Path, warmup: int) -> dict[str, Any]:
+def run_classic(data: Path, work: Path, gt_dir: Path, warmup: int, reuse: bool = False) -> dict[str, Any]:
     """Classic Otsu + watershed baseline: predictions and timing by ``infer.py classic``, scored like the bundles."""
     from cellseg_monai.metrics.folder import evaluate_folders
 
     pred_dir = work / "predictions"
     args = ["classic", "--data", str(data), "--split", "val", "--out-dir", str(pred_dir), "--warmup", str(warmup)]
-    inference = measure_inference(args, work)
+    inference = measure_inference(args, work, reuse and pred_dir.is_dir())
     scores = evaluate_folders(pred_dir, gt_dir, json_path=work / "instance_metrics.json")
     return {
         "method": "classic",
@@ -288,7 +298,7 @@ def run_bundle(bundle: Bundle, budget: float | None, args: argparse.Namespace, w
     infer_args = ["bundle", "--bundle", str(bundle.path), "--ckpt", train["checkpoint"], "--data", str(args.data)]
     infer_args += ["--split", "val", "--out-dir", str(work / "infer"), "--warmup", str(args.warmup)]
     infer_args += [f"--override={o}" for o in args.override]
-    inference = measure_inference(infer_args, work)
+    inference = measure_inference(infer_args, work, args.reuse)
     return {
         "method": bundle.name,
         "kind": "weak" if bundle.weak else "full",
@@ -414,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {label}", flush=True)
         try:
             if bundle is None:
-                results.append(run_classic(args.data, args.work / "classic", gt_dir, args.warmup))
+                results.append(run_classic(args.data, args.work / "classic", gt_dir, args.warmup, args.reuse))
             else:
                 work = args.work / bundle.name / (f"budget_{budget:g}" if budget is not None else "full")
                 results.append(run_bundle(bundle, budget, args, work, gt_dir))
