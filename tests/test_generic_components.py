@@ -21,9 +21,11 @@ def _exported(module, base):
     )
 
 
-# name -> (constructor kwargs, input shape)
+# name -> (constructor kwargs, input shape, output spatial shape)
 NETWORK_CASES = {
-    "ImPartialUNet": ({"in_channels": 3, "classes": (2, 2), "features": 8, "depth": 2}, (2, 3, 32, 48)),
+    "ImPartialUNet": ({"in_channels": 3, "classes": (2, 2), "features": 8, "depth": 2}, (2, 3, 32, 48), (32, 48)),
+    "CanonicalShapeNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (32, 48)),
+    "DilatedResNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (2, 3)),  # encoder: stride 16
 }
 
 
@@ -44,6 +46,14 @@ LOSS_CASES = {
         lambda loss, p: loss(p, torch.rand(2, 1, 16, 16), torch.ones(2, 1, 16, 16)),
     ),
     "ScribbleLoss": ({"classes": (2, 2)}, lambda loss, p: loss(p, _impartial_target()["scribble"])),
+    "CanonicalShapeLoss": (
+        {},
+        lambda loss, p: loss(
+            torch.sigmoid(p[:, :1]),
+            {"mask": (torch.rand(2, 1, 16, 16) > 0.5).float(), "count": torch.tensor([3.0, 5.0])},
+            presence=torch.sigmoid(p[:, 1].flatten(1)),
+        ),
+    ),
 }
 
 
@@ -54,11 +64,11 @@ def test_every_export_has_a_case():
 
 @pytest.mark.parametrize("name", sorted(NETWORK_CASES))
 def test_network_forward_backward(name):
-    kwargs, shape = NETWORK_CASES[name]
+    kwargs, shape, out_hw = NETWORK_CASES[name]
     net = getattr(networks, name)(**kwargs)
     x = torch.rand(*shape)
     y = net(x)
-    assert isinstance(y, torch.Tensor) and y.shape[0] == shape[0] and y.shape[-2:] == shape[-2:]
+    assert isinstance(y, torch.Tensor) and y.shape[0] == shape[0] and tuple(y.shape[-2:]) == out_hw
     assert torch.isfinite(y).all()
     y.float().mean().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from cellseg_monai.annotations.foreground_count import (
+    count_instances,
+    find_weak_mask,
+    read_counts,
+    read_foreground_count,
+    read_foreground_mask,
+    simulate_foreground_count,
+)
 from cellseg_monai.annotations.scribbles import (
     BACKGROUND,
     UNLABELLED,
@@ -14,6 +22,12 @@ from cellseg_monai.annotations.scribbles import (
 from cellseg_monai.annotations.simulate import PLANNED_KINDS, SIMULATED_KINDS, simulate_dataset
 
 __all__ = [
+    "simulate_foreground_count",
+    "read_foreground_mask",
+    "read_foreground_count",
+    "read_counts",
+    "find_weak_mask",
+    "count_instances",
     "BACKGROUND",
     "PLANNED_KINDS",
     "SIMULATED_KINDS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .canonical_shape import CanonicalShapeLoss, count_loss, soft_dice_loss
 from .impartial import (
     DEFAULT_WEIGHTS,
     ImPartialLoss,
@@ -12,6 +13,9 @@ from .impartial import (
 )
 
 __all__ = [
+    "soft_dice_loss",
+    "count_loss",
+    "CanonicalShapeLoss",
     "DEFAULT_WEIGHTS",
     "ImPartialLoss",
     "MixtureReconstructionLoss",

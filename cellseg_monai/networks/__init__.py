@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .canonical_shape import BACKBONES, CanonicalShapeNet, DilatedResNet, render_instances
 from .impartial_unet import (
     ImPartialUNet,
     check_classes,
@@ -12,6 +13,10 @@ from .impartial_unet import (
 )
 
 __all__ = [
+    "render_instances",
+    "DilatedResNet",
+    "CanonicalShapeNet",
+    "BACKBONES",
     "ImPartialUNet",
     "check_classes",
     "class_log_probabilities",

@@ -192,6 +192,9 @@ def render_instances(
     """
     if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
         raise ValueError(f"size must be (H', W') with positive sides; got {size!r}.")
+    missing = [k for k in ("L", "t", "centre", "presence", "image_size") if k not in params]
+    if missing:
+        raise ValueError(f"params lack {missing}; expected the dict of CanonicalShapeNet.predict_parameters.")
     L, pos, image_size = params["L"], params["centre"] + params["t"], params["image_size"]
     if L.ndim != 4 or L.shape[-2:] != (2, 2) or pos.shape != L.shape[:2] + (2,):
         raise ValueError(

@@ -3,6 +3,7 @@ per-object measurements."""
 
 from __future__ import annotations
 
+from cellseg_monai.postprocessing.canonical_merge import affine_table, canonical_instances, merge_groups
 from cellseg_monai.postprocessing.classic import ClassicBaseline, nuclei_are_dark, otsu_foreground, otsu_watershed
 from cellseg_monai.postprocessing.instances import (
     mask_to_instances,
@@ -14,6 +15,9 @@ from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_
 from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
 
 __all__ = [
+    "merge_groups",
+    "canonical_instances",
+    "affine_table",
     "MEASUREMENT_COLUMNS",
     "ClassicBaseline",
     "mask_to_instances",

@@ -217,3 +217,5 @@ def test_bad_input_errors():
         net.predict_parameters(torch.rand(1, 64, 64))
     with pytest.raises(ValueError, match="size"):
         net.render(net.predict_parameters(torch.rand(1, 1, 32, 32)), (0, 8))
+    with pytest.raises(ValueError, match="presence"):
+        net.render({"L": torch.eye(2).expand(1, 1, 2, 2)}, (8, 8))
