@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cellseg_monai.metrics.folder import json_safe
+
 __all__ = ["ACCURACY", "SPEED", "budget_curves", "json_safe", "markdown", "plot_budget_curve", "write_report"]
 
 # (column title, metric key) of the accuracy tables
@@ -66,19 +68,6 @@ SPEED: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("achieved GFLOP/s", _inf("achieved_gflops", ".1f")),
     ("% of matmul peak", _inf("peak_fraction", ".1f", 100.0)),
 ]
-
-
-def json_safe(x: Any) -> Any:
-    """``x`` with every non-finite float replaced by ``None`` (JSON has no NaN) and tuples / paths made plain."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def _label(r: dict[str, Any]) -> str:

@@ -21,7 +21,15 @@ from cellseg_monai.data.io import DataError
 from cellseg_monai.metrics.instance import DEFAULT_NAMES, evaluate_pairs
 from cellseg_monai.metrics.matching import as_label_image
 
-__all__ = ["LABEL_SUFFIXES", "SCORED_NAMES", "evaluate_folders", "format_table", "list_label_files", "read_scores"]
+__all__ = [
+    "LABEL_SUFFIXES",
+    "SCORED_NAMES",
+    "evaluate_folders",
+    "format_table",
+    "json_safe",
+    "list_label_files",
+    "read_scores",
+]
 
 LABEL_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 
@@ -55,13 +63,16 @@ def _read(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not an instance label image (H, W): {e}") from e
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
+def json_safe(x: Any) -> Any:
+    """``x`` with every non-finite float replaced by ``None`` (JSON has no NaN) and tuples / paths made plain."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
     return x
 
 
@@ -148,7 +159,7 @@ def evaluate_folders(
     if json_path is not None:
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+        json_path.write_text(json.dumps(json_safe(result), indent=2) + "\n")
     return result
 
 
