@@ -42,6 +42,8 @@ def init_distributed(device: torch.device | None = None) -> None:
 
 
 def finalize_distributed() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined, once every rank has arrived (no rank tears gloo/NCCL down while
+    another still has work in flight)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
