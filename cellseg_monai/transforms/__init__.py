@@ -13,7 +13,7 @@ from .interior_boundary import (
 )
 from .io import LoadMicroscopy, LoadMicroscopyd, match_channels
 from .mixture import MixtureToProbabilities, MixtureToProbabilitiesd
-from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd
+from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd, labels_like
 from .save_instances import SaveInstancesd, instance_overlay
 from .scribbles import SimulateScribbles, SimulateScribblesd
 
@@ -32,6 +32,7 @@ __all__ = [
     "SimulateScribbles",
     "SimulateScribblesd",
     "instance_overlay",
+    "labels_like",
     "match_channels",
     "sample_blind_spots",
     "InstancesToInteriorBoundary",

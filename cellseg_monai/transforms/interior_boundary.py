@@ -14,7 +14,6 @@ fully supervised reference bundle ``bundles/supervised_unet`` of the cellseg-mon
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, ensure_tuple
 from scipy import ndimage as ndi
 
 from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
+from cellseg_monai.transforms.postprocessing import labels_like
 
 __all__ = [
     "BACKGROUND",
@@ -187,13 +187,7 @@ class InteriorBoundaryToInstances(Transform):
             )
         array = prob.detach().float().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
         labels = interior_boundary_to_instances(array, **self.kwargs)
-        device = prob.device if isinstance(prob, torch.Tensor) else None
-        out = torch.as_tensor(labels[None], dtype=torch.int32, device=device)
-        if isinstance(prob, MetaTensor):
-            return MetaTensor(
-                out, meta=copy.deepcopy(prob.meta), applied_operations=copy.deepcopy(prob.applied_operations)
-            )
-        return MetaTensor(out)
+        return labels_like(labels, prob)
 
 
 class InteriorBoundaryToInstancesd(MapTransform):

@@ -19,7 +19,17 @@ from monai.utils import TransformBackends, ensure_tuple
 
 from cellseg_monai.postprocessing.instances import probability_to_instances
 
-__all__ = ["ProbabilityToInstances", "ProbabilityToInstancesd"]
+__all__ = ["ProbabilityToInstances", "ProbabilityToInstancesd", "labels_like"]
+
+
+def labels_like(labels: np.ndarray, like: torch.Tensor | np.ndarray) -> MetaTensor:
+    """(H, W) instance labels as a (1, H, W) int32 MetaTensor on ``like``'s device, with a copy of its metadata
+    (``meta`` and ``applied_operations``) when ``like`` is a MetaTensor."""
+    device = like.device if isinstance(like, torch.Tensor) else None
+    out = torch.as_tensor(labels[None], dtype=torch.int32, device=device)
+    if isinstance(like, MetaTensor):
+        return MetaTensor(out, meta=copy.deepcopy(like.meta), applied_operations=copy.deepcopy(like.applied_operations))
+    return MetaTensor(out)
 
 
 class ProbabilityToInstances(Transform):
@@ -69,13 +79,7 @@ class ProbabilityToInstances(Transform):
             )
         array = prob.detach().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
         labels = probability_to_instances(array[0].astype(np.float32, copy=False), **self.kwargs)
-        device = prob.device if isinstance(prob, torch.Tensor) else None
-        out = torch.as_tensor(labels[None], dtype=torch.int32, device=device)
-        if isinstance(prob, MetaTensor):
-            return MetaTensor(
-                out, meta=copy.deepcopy(prob.meta), applied_operations=copy.deepcopy(prob.applied_operations)
-            )
-        return MetaTensor(out)
+        return labels_like(labels, prob)
 
 
 class ProbabilityToInstancesd(MapTransform):
