@@ -1,26 +1,58 @@
-"""Simulate weak annotations for a whole dataset and write them as files (``<dataset>/weak/<kind>/<id>.tif``).
+"""Simulate weak annotations for a whole dataset and write them as files (``<dataset>/weak/<kind>/...``).
 
-The written files are read back like user-made annotations (:func:`cellseg_monai.data.layouts.load_datalist` puts
-``weak/scribbles/<id>.*`` under the "scribble" key), so a simulated benchmark and a real weakly annotated dataset
-go through the same pipeline. The CLI ``cellseg-monai simulate`` calls :func:`simulate_dataset`.
+The written files are read back like user-made annotations (data contract, ``shared/DESIGN.md``), so a simulated
+benchmark and a real weakly annotated dataset go through the same pipeline. The CLI ``cellseg-monai simulate``
+calls :func:`simulate_dataset`. Every kind is a deterministic function of (image id, seed, budget).
+
+=========  ======================================  ===========================================================
+kind       written                                 method
+=========  ======================================  ===========================================================
+scribbles  ``weak/scribbles/<id>.tif`` (uint8)     ImPartial protocol, ``budget`` objects (int) or fraction
+masks      ``weak/masks/<id>.tif`` (uint8 0/1)     foreground mask of the full labels (canonical shape, LACSS)
+counts     ``weak/counts.json``                    ``{"<id>": K}``, K = objects in the image (canonical shape)
+=========  ======================================  ===========================================================
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from cellseg_monai.annotations.foreground_count import count_instances, simulate_foreground_count
 from cellseg_monai.annotations.scribbles import simulate_scribbles
 from cellseg_monai.data.io import read_labels
 from cellseg_monai.data.layouts import load_datalist
 
 __all__ = ["PLANNED_KINDS", "SIMULATED_KINDS", "simulate_dataset"]
 
-SIMULATED_KINDS: tuple[str, ...] = ("scribbles",)
+
+def _write_tif(path: Path, array: np.ndarray) -> str:
+    import tifffile
+
+    tifffile.imwrite(str(path), array.astype(np.uint8), compression="zlib")
+    return str(path)
+
+
+def _scribbles(labels: np.ndarray, image_id: str, seed: int, budget: int | float, fov: int) -> np.ndarray:
+    return simulate_scribbles(labels, image_id, seed=seed, budget=budget, fov=fov)
+
+
+def _mask(labels: np.ndarray, image_id: str, seed: int, budget: int | float, fov: int) -> np.ndarray:
+    return simulate_foreground_count(labels)[0]
+
+
+#: kind -> per-image simulator (labels, id, seed, budget, fov) -> (H, W) label image written as <id>.tif
+_IMAGE_KINDS: dict[str, Callable[..., np.ndarray]] = {"scribbles": _scribbles, "masks": _mask}
+#: kind -> per-image value gathered into one JSON file <out_dir>/<kind>.json (out_dir default <dataset>/weak)
+_JSON_KINDS: dict[str, Callable[[np.ndarray], int]] = {"counts": count_instances}
+
+SIMULATED_KINDS: tuple[str, ...] = (*_IMAGE_KINDS, *_JSON_KINDS)
 """Kinds of weak annotation :func:`simulate_dataset` writes."""
-PLANNED_KINDS: tuple[str, ...] = ("points", "masks", "counts", "partial")
+PLANNED_KINDS: tuple[str, ...] = ("points", "partial")
 """Kinds described by the data contract whose simulation is not implemented here yet."""
 
 
@@ -37,33 +69,38 @@ def simulate_dataset(
 
     Args:
         dataset_dir: dataset with full instance labels (any layout of :func:`load_datalist`).
-        kind: "scribbles" (ImPartial protocol, :func:`~cellseg_monai.annotations.scribbles.simulate_scribbles`).
-        budget: objects per image: an int, or a float in (0, 1] = fraction of each image's objects.
+        kind: one of :data:`SIMULATED_KINDS` (table in the module docstring).
+        budget: scribbles: objects per image, an int, or a float in (0, 1] = fraction of each image's objects.
+            Not used by masks and counts (every object is in the mask and the count).
         seed: seed; the annotation of an image is a function of (id, seed, budget).
-        out_dir: output folder; default ``<dataset_dir>/weak/<kind>``.
+        out_dir: output folder; default ``<dataset_dir>/weak/<kind>`` (image kinds) or ``<dataset_dir>/weak``
+            (``counts.json``).
         split: "train", "val", "test" or "all".
         fov: field of view of the scribble protocol (pixels).
 
     Returns:
-        Paths written (``<out_dir>/<id>.tif``, ``uint8`` zlib TIFF: 0 unlabelled, 1 background, 2.. classes).
+        Paths written: ``<out_dir>/<id>.tif`` per image (``uint8`` zlib TIFF), or the one JSON file.
 
     Raises:
-        NotImplementedError: a kind of the data contract not implemented yet (points, masks, counts, partial).
+        NotImplementedError: a kind of the data contract not implemented yet (:data:`PLANNED_KINDS`).
         ValueError: an unknown kind.
     """
     if kind in PLANNED_KINDS:
         raise NotImplementedError(f"simulating {kind!r} is not implemented yet; available: {SIMULATED_KINDS}")
     if kind not in SIMULATED_KINDS:
         raise ValueError(f"kind must be one of {SIMULATED_KINDS + PLANNED_KINDS}, got {kind!r}")
-    import tifffile
-
+    items = load_datalist(dataset_dir, split=split, require_labels=True)
+    if kind in _JSON_KINDS:
+        out = Path(out_dir) if out_dir is not None else Path(dataset_dir) / "weak"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{kind}.json"
+        values = {item["id"]: _JSON_KINDS[kind](read_labels(item["label"])) for item in items}
+        path.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
+        return [str(path)]
     out = Path(out_dir) if out_dir is not None else Path(dataset_dir) / "weak" / kind
     out.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    for item in load_datalist(dataset_dir, split=split, require_labels=True):
-        labels = read_labels(item["label"])
-        scribbles = simulate_scribbles(labels, item["id"], seed=seed, budget=budget, fov=fov)
-        path = out / f"{item['id']}.tif"
-        tifffile.imwrite(str(path), scribbles.astype(np.uint8), compression="zlib")
-        written.append(str(path))
-    return written
+    simulate = _IMAGE_KINDS[kind]
+    return [
+        _write_tif(out / f"{item['id']}.tif", simulate(read_labels(item["label"]), item["id"], seed, budget, fov))
+        for item in items
+    ]

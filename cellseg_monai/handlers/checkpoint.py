@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import glob
 import logging
 import os
@@ -9,7 +10,7 @@ import re
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 __all__ = ["TrainingCheckpoint", "latest_checkpoint"]
@@ -42,6 +43,9 @@ class TrainingCheckpoint:
         save_dir: folder of the ``checkpoint_epoch=N.pt`` files (the run's ``output_dir``).
         network, optimizer, lr_scheduler: objects whose ``state_dict`` is saved.
         resume: restore the newest checkpoint in ``save_dir`` before training (warns and starts afresh if none).
+            A schedule whose length is fixed at construction (``OneCycleLR.total_steps``, derived from
+            ``max_epochs`` in the configs) keeps the length of the *resumed* run's config, so a run can be resumed
+            with more epochs; the position in the schedule (its step count) comes from the checkpoint.
         interval: save every ``interval`` epochs; ``n_saved`` newest files are kept.
     """
 
@@ -63,6 +67,18 @@ class TrainingCheckpoint:
         self.interval = interval
         self.n_saved = n_saved
 
+    def _keep_schedule_length(self, engine: Engine) -> None:
+        sched = self.lr_scheduler
+        if sched is None or not hasattr(sched, "total_steps"):
+            return
+        length = {k: copy.deepcopy(getattr(sched, k)) for k in ("total_steps", "_schedule_phases") if hasattr(sched, k)}
+
+        def restore(_: Engine) -> None:  # fires after the loader (same event, registered later)
+            for k, v in length.items():
+                setattr(sched, k, v)
+
+        engine.add_event_handler(Events.STARTED, restore)
+
     def attach(self, engine: Engine) -> None:
         state: dict[str, Any] = {"model": self.network, "optimizer": self.optimizer, "trainer": engine}
         if self.lr_scheduler is not None:
@@ -72,6 +88,7 @@ class TrainingCheckpoint:
             if path:
                 logger.info("resuming training from %s", path)
                 CheckpointLoader(load_path=path, load_dict=state, map_location="cpu").attach(engine)
+                self._keep_schedule_length(engine)
             else:
                 logger.warning("resume requested but %s holds no checkpoint_*.pt: training from scratch", self.save_dir)
         # created on every rank of a distributed run: Ignite's saver synchronises ranks and writes on rank 0 only

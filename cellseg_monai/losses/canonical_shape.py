@@ -73,7 +73,8 @@ class CanonicalShapeLoss(_Loss):
 
     Call ``loss(input, target, presence=None, count=None)``:
 
-    * input: (B, 1, H, W) combined mask probability in [0, 1] (the network's ``forward``).
+    * input: (B, 1, H, W) combined mask probability in [0, 1] (the network's ``forward``), or a mapping
+      ``{"combined": (B, 1, H, W), "presence": (B, N)}`` (the network's training output with ``dict_in_training``).
     * target: (B, 1, H, W) foreground mask (any dtype, > 0 = foreground, or soft values in [0, 1]), or a mapping
       ``{"mask": (B, 1, H, W), "count": (B,) or (B, 1)}``. A mask larger than ``input`` is area-averaged to its size.
     * presence: (B, N) p(z), required when ``alpha > 0``.
@@ -122,9 +123,17 @@ class CanonicalShapeLoss(_Loss):
         return mask, count
 
     def per_image_terms(
-        self, input: Tensor, target: Tensor | Mapping, presence: Tensor | None = None, count: Tensor | None = None
+        self,
+        input: Tensor | Mapping,
+        target: Tensor | Mapping,
+        presence: Tensor | None = None,
+        count: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Unweighted per-image terms, each (B,): "bce", "dice", "count" (zeros when α = 0), and weighted "total"."""
+        if isinstance(input, Mapping):
+            if "combined" not in input:
+                raise ValueError(f"input mapping needs a 'combined' key (and 'presence'); got keys {sorted(input)}.")
+            input, presence = input["combined"], input.get("presence", presence)
         mask, count = self._unpack(input, target, count)
         p = input.clamp(_EPS, 1.0 - _EPS)
         bce = F.binary_cross_entropy(p, mask, reduction="none").flatten(1).mean(1)
@@ -146,13 +155,21 @@ class CanonicalShapeLoss(_Loss):
         return x
 
     def terms(
-        self, input: Tensor, target: Tensor | Mapping, presence: Tensor | None = None, count: Tensor | None = None
+        self,
+        input: Tensor | Mapping,
+        target: Tensor | Mapping,
+        presence: Tensor | None = None,
+        count: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The terms of :meth:`per_image_terms`, each reduced with ``reduction`` (for logging)."""
         return {k: self._reduce(v) for k, v in self.per_image_terms(input, target, presence, count).items()}
 
     def forward(
-        self, input: Tensor, target: Tensor | Mapping, presence: Tensor | None = None, count: Tensor | None = None
+        self,
+        input: Tensor | Mapping,
+        target: Tensor | Mapping,
+        presence: Tensor | None = None,
+        count: Tensor | None = None,
     ) -> Tensor:
         """Total loss: scalar for "mean"/"sum", (B,) for "none"."""
         return self._reduce(self.per_image_terms(input, target, presence, count)["total"])

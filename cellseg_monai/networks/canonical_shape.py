@@ -235,6 +235,9 @@ class CanonicalShapeNet(nn.Module):
         base_scale: s, pixel scale of L at a raw output of 0 (default ``stride / 2``).
         max_offset: bound on |t| in feature cells via tanh; None = unbounded (linear, in units of ``stride``).
         presence_prior: initial p(z) of every instance (initial Σ p(z) ≈ presence_prior · N).
+        dict_in_training: in training mode, ``forward`` returns ``{"combined": (B, 1, H', W'), "presence": (B, N)}``
+            so the count loss sees p(z) through the trainer's single network call (DDP-safe, like torchvision's
+            detection models that return losses in training); in eval mode it always returns the tensor.
 
     ``forward((B, C, H, W))`` returns ONE tensor, the combined mask probability (B, 1, H', W') in [0, 1].
     :meth:`predict_parameters`, :meth:`render_instances` and :meth:`predict_instances` expose the per-instance
@@ -254,8 +257,10 @@ class CanonicalShapeNet(nn.Module):
         base_scale: float | None = None,
         max_offset: float | None = 1.0,
         presence_prior: float = 0.1,
+        dict_in_training: bool = False,
     ) -> None:
         super().__init__()
+        self.dict_in_training = bool(dict_in_training)
         if instances_per_cell < 1:
             raise ValueError(f"instances_per_cell must be >= 1; got {instances_per_cell!r}.")
         if not 0.0 < presence_prior < 1.0:
@@ -339,9 +344,14 @@ class CanonicalShapeNet(nn.Module):
         """(H', W') = (round(H · render_scale), round(W · render_scale)), at least 1."""
         return (max(1, round(image.shape[-2] * self.render_scale)), max(1, round(image.shape[-1] * self.render_scale)))
 
-    def forward(self, image: Tensor) -> Tensor:
-        """(B, C, H, W) image → (B, 1, H', W') combined mask probability in [0, 1] (see :meth:`output_size`)."""
-        return self.render(self.predict_parameters(image), self.output_size(image))
+    def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
+        """(B, C, H, W) image → (B, 1, H', W') combined mask probability in [0, 1] (see :meth:`output_size`); in
+        training mode with ``dict_in_training``, ``{"combined": that, "presence": (B, N) p(z)}``."""
+        params = self.predict_parameters(image)
+        combined = self.render(params, self.output_size(image))
+        if self.training and self.dict_in_training:
+            return {"combined": combined, "presence": params["presence"]}
+        return combined
 
     def predict_instances(self, image: Tensor, size: Sequence[int] | None = None) -> dict[str, Tensor]:
         """Parameters and masks for post-processing and explainability.

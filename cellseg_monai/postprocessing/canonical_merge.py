@@ -86,7 +86,8 @@ def canonical_instances(
     overlap: float = 0.5,
     min_area: int = 1,
     merge: bool = True,
-) -> np.ndarray:
+    return_groups: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[list[int]]]:
     """Post-processing P: per-instance probabilities → (H, W) int32 instance label image.
 
     Args:
@@ -111,8 +112,9 @@ def canonical_instances(
         prob = prob * pres[:, None, None]
     binary = prob > threshold
     labels = np.zeros(prob.shape[1:], dtype=np.int32)
+    kept: list[list[int]] = []
     if not binary.any():
-        return labels
+        return (labels, kept) if return_groups else labels
     if merge:
         groups = merge_groups(binary, overlap, score=(prob * binary).reshape(len(prob), -1).sum(1))
     else:
@@ -127,8 +129,9 @@ def canonical_instances(
         sel = fg & (winner == j)
         if sel.sum() >= max(1, min_area):
             labels[sel] = next_id
+            kept.append(list(groups[j]))
             next_id += 1
-    return labels
+    return (labels, kept) if return_groups else labels
 
 
 def affine_table(params: Mapping[str, object], index: int = 0, min_presence: float = 0.0) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
+from .foreground_count import ForegroundCount, ForegroundCountd, SplitInstanceOutputd
 from .intensity import NormalizePolarity, NormalizePolarityd
 from .interior_boundary import (
     InstancesToInteriorBoundary,
@@ -20,6 +21,9 @@ from .scribbles import SimulateScribbles, SimulateScribblesd
 __all__ = [
     "BlindSpot",
     "BlindSpotd",
+    "ForegroundCount",
+    "ForegroundCountd",
+    "SplitInstanceOutputd",
     "LoadMicroscopy",
     "LoadMicroscopyd",
     "MixtureToProbabilities",

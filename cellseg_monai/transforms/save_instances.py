@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,6 +13,7 @@ import tifffile
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from scipy import ndimage
 from skimage.color import hsv2rgb
 from skimage.segmentation import find_boundaries
 
@@ -100,6 +101,10 @@ class SaveInstancesd(MapTransform):
             key absent from the data, gives score 1.0.
         overlay: write the overlay PNG.
         measurements: write the measurement CSV.
+        attributes_key: key of (F, H, W) per-instance attributes painted over each instance's pixels (e.g. the
+            affine parameters that :class:`~cellseg_monai.inferers.TiledInstanceInferer` stitches); each object's
+            value (mean over its pixels) becomes an extra CSV column. None, or a key absent from the data: none.
+        attribute_names: the F column names, in channel order.
         allow_missing_keys: skip (write nothing) when the label key is absent.
     """
 
@@ -111,11 +116,20 @@ class SaveInstancesd(MapTransform):
         prob_key: str | None = "fg_prob",
         overlay: bool = True,
         measurements: bool = True,
+        attributes_key: str | None = None,
+        attribute_names: Sequence[str] = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"SaveInstancesd writes one label image per data dict; got keys {self.keys}.")
+        clash = set(attribute_names) & set(MEASUREMENT_COLUMNS)
+        if clash or len(set(attribute_names)) != len(attribute_names):
+            raise ValueError(
+                f"attribute_names must be unique and differ from {MEASUREMENT_COLUMNS}; got {attribute_names}."
+            )
+        self.attributes_key = attributes_key
+        self.attribute_names = tuple(attribute_names)
         self.output_dir = Path(output_dir)
         self.image_key = image_key
         self.prob_key = prob_key
@@ -163,6 +177,24 @@ class SaveInstancesd(MapTransform):
             raise TypeError(f"data[{key!r}] must be a loaded array or tensor, got {type(value).__name__}.")
         return _to_numpy(value).astype(np.float32)
 
+    def _add_attributes(self, data: Mapping[Hashable, object], labels: np.ndarray, rows: list, image_id: str) -> list:
+        """Add each object's attribute values (mean over its pixels) to its measurement row; the column names."""
+        attrs = self._optional(data, self.attributes_key)
+        if attrs is None:
+            return []
+        if attrs.ndim != 3 or attrs.shape[1:] != labels.shape or attrs.shape[0] != len(self.attribute_names):
+            raise ValueError(
+                f"{image_id}: data[{self.attributes_key!r}] has shape {attrs.shape}; expected "
+                f"({len(self.attribute_names)}, {labels.shape[0]}, {labels.shape[1]}) for attribute_names "
+                f"{self.attribute_names}."
+            )
+        ids = [int(row["id"]) for row in rows]
+        for name, channel in zip(self.attribute_names, attrs, strict=True):
+            values = ndimage.mean(channel, labels, index=ids) if ids else []
+            for row, value in zip(rows, values, strict=True):
+                row[name] = float(value)
+        return list(self.attribute_names)
+
     def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
         for key in self.key_iterator(data):
             image_id = self._image_id(data, key)
@@ -194,9 +226,10 @@ class SaveInstancesd(MapTransform):
             n_objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
             if self.measurements:
                 rows = measure_instances(labels, image, prob)
+                columns = list(MEASUREMENT_COLUMNS) + self._add_attributes(data, labels, rows, image_id)
                 csv_path = self.output_dir / f"{image_id}.csv"
                 with open(csv_path, "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=MEASUREMENT_COLUMNS)
+                    writer = csv.DictWriter(f, fieldnames=columns)
                     writer.writeheader()
                     writer.writerows(rows)
                 written.append(csv_path.name)

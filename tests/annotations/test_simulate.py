@@ -55,8 +55,23 @@ def test_simulate_dataset_split_and_out_dir(tmp_path):
     assert not (tmp_path / "ds" / "weak").exists()
 
 
+def test_simulate_masks_and_counts_read_back_as_user_weak_labels(tmp_path):
+    from cellseg_monai.annotations.foreground_count import read_foreground_count
+
+    labels = make_dataset(tmp_path / "ds")
+    masks = simulate_dataset(tmp_path / "ds", kind="masks")
+    assert sorted(Path(p).name for p in masks) == ["a.tif", "b.tif", "c.tif"]
+    (counts,) = simulate_dataset(tmp_path / "ds", kind="counts")
+    assert counts == str(tmp_path / "ds" / "weak" / "counts.json")
+    assert json.loads(Path(counts).read_text()) == {"a": 4, "b": 5, "c": 6}  # make_dataset draws 4 + k discs
+    for sid, lab in labels.items():
+        mask, count = read_foreground_count(tmp_path / "ds", sid)
+        np.testing.assert_array_equal(mask, (lab > 0).astype(np.uint8))
+        assert count == len(np.unique(lab)) - 1
+
+
 @pytest.mark.parametrize(
-    "kind, error", [("points", NotImplementedError), ("counts", NotImplementedError), ("x", ValueError)]
+    "kind, error", [("points", NotImplementedError), ("partial", NotImplementedError), ("x", ValueError)]
 )
 def test_simulate_dataset_kinds(tmp_path, kind, error):
     make_dataset(tmp_path / "ds")
