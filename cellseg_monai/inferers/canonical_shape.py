@@ -42,8 +42,8 @@ class CanonicalShapePredictor:
         overlap: merge threshold |b ∩ m| / |m| (0.5, the paper).
         min_area: smaller instances are dropped after overlap resolution (pixels).
 
-    ``network`` must have ``predict_instances(tiles, size)`` like
-    :class:`~cellseg_monai.networks.CanonicalShapeNet`. The centres x, y come out in the tile's pixels;
+    ``network`` must have ``predict_parameters(tiles)`` and ``render_instances(params, size)`` like
+    :class:`~cellseg_monai.networks.CanonicalShapeNet` (a DDP wrapper's ``.module`` is used). The centres x, y come out in the tile's pixels;
     :attr:`xy_attributes` tells the inferer which attributes to shift by the tile's offset.
     """
 
@@ -62,20 +62,25 @@ class CanonicalShapePredictor:
         self.min_area = int(min_area)
 
     def __call__(self, network: nn.Module, tiles: Tensor) -> list[dict[str, Any]]:
-        if not hasattr(network, "predict_instances"):
-            raise TypeError(f"{type(network).__name__} has no predict_instances(tiles, size); use CanonicalShapeNet.")
-        out = network.predict_instances(tiles, size=tiles.shape[-2:])
-        masks = out["masks"].detach().cpu().numpy()
+        net = getattr(network, "module", network)
+        if not (hasattr(net, "predict_parameters") and hasattr(net, "render_instances")):
+            raise TypeError(f"{type(net).__name__} has no predict_parameters / render_instances; use CanonicalShapeNet.")
+        params = net.predict_parameters(tiles)
+        size = tuple(tiles.shape[-2:])
         results = []
         for b in range(tiles.shape[0]):
+            # p(s) <= 1, so an instance with p(z) <= threshold has no pixel above it: render only the others (exact,
+            # and several times faster, as most of the N = A·h·w slots of a tile are absent)
+            keep = (params["presence"][b] > self.threshold).nonzero()[:, 0]
+            sub = {k: v[b : b + 1, keep] if k != "image_size" else v[b : b + 1] for k, v in params.items()}
+            masks = net.render_instances(sub, size)[0].detach().cpu().numpy() if len(keep) else np.zeros((0, *size))
             labels, groups = canonical_instances(
-                masks[b], None, self.threshold, self.overlap, self.min_area, self.merge, return_groups=True
+                masks, None, self.threshold, self.overlap, self.min_area, self.merge, return_groups=True
             )
-            rows = {r["instance"]: r for r in affine_table(out, index=b)}
-            areas = (masks[b] > self.threshold).reshape(masks.shape[1], -1).sum(1)
+            rows = affine_table(sub, index=0)
+            areas = (masks > self.threshold).sum(axis=(1, 2))
             reps = [max(g, key=lambda n: (areas[n], rows[n]["presence"])) for g in groups]
             attrs = np.array([[rows[n][a] for a in AFFINE_ATTRIBUTES] for n in reps], dtype=np.float64)
             attrs = attrs.reshape(len(reps), len(AFFINE_ATTRIBUTES))
-            scores = attrs[:, 0] if len(reps) else np.zeros(0)
-            results.append({"labels": labels, "scores": scores, "attributes": attrs})
+            results.append({"labels": labels, "scores": attrs[:, 0].copy(), "attributes": attrs})
         return results

@@ -69,19 +69,21 @@ class SplitInstanceOutputd(MapTransform):
 
     :class:`~cellseg_monai.inferers.TiledInstanceInferer` returns channel 0 labels, channel 1 score, channels 2..
     attributes. This writes ``data[key]`` = (1, H, W) int32 labels (in place), ``data[score_key]`` = (1, H, W)
-    float32 and, when F > 0 and ``attributes_key`` is set, ``data[attributes_key]`` = (F, H, W) float32. Metadata
-    of the input (a MetaTensor) is kept on every output.
+    float32, ``data[foreground_key]`` = (1, H, W) float32 in {0, 1} (labels > 0, what pixel metrics read) and,
+    when F > 0 and ``attributes_key`` is set, ``data[attributes_key]`` = (F, H, W) float32. Metadata of the input
+    (a MetaTensor) is kept on every output; None for an output key skips that output.
     """
 
     def __init__(
         self,
         keys: KeysCollection = "pred",
-        score_key: str = "score",
+        score_key: str | None = "score",
         attributes_key: str | None = "attributes",
+        foreground_key: str | None = "fg",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.score_key, self.attributes_key = score_key, attributes_key
+        self.score_key, self.attributes_key, self.foreground_key = score_key, attributes_key, foreground_key
 
     @staticmethod
     def _like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -97,7 +99,10 @@ class SplitInstanceOutputd(MapTransform):
                 )
             plain = (out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)).detach()
             d[key] = self._like(plain[:1].round().to(torch.int32), out)
-            d[self.score_key] = self._like(plain[1:2].float(), out)
+            if self.score_key is not None:
+                d[self.score_key] = self._like(plain[1:2].float(), out)
+            if self.foreground_key is not None:
+                d[self.foreground_key] = self._like((plain[:1] > 0.5).float(), out)
             if self.attributes_key is not None and out.shape[0] > 2:
                 d[self.attributes_key] = self._like(plain[2:].float(), out)
         return d

@@ -45,3 +45,23 @@ def test_save_then_resume_restores_weights_and_epoch(tmp_path):
     assert start_epoch == 3
     assert torch.equal(start_weight, trained["weight"])
     assert engine2.state.epoch == 5
+
+
+def test_resume_keeps_the_new_length_of_a_one_cycle_schedule(tmp_path):
+    """A run resumed with more epochs keeps its checkpoint's position and the new config's schedule length."""
+    from ignite.engine import Engine
+
+    from cellseg_monai.handlers import TrainingCheckpoint
+
+    def run(max_epochs: int, resume: bool) -> torch.optim.lr_scheduler.OneCycleLR:
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=max_epochs * 2)
+        engine = Engine(lambda e, b: (opt.step(), sched.step()))
+        TrainingCheckpoint(str(tmp_path), net, opt, lr_scheduler=sched, resume=resume).attach(engine)
+        engine.run([0, 1], max_epochs=max_epochs)
+        return sched
+
+    assert run(2, False).last_epoch == 4
+    sched = run(5, True)  # would raise "Tried to step 5 times" with the checkpoint's total_steps of 4
+    assert sched.total_steps == 10 and sched.last_epoch == 10

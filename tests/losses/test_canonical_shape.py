@@ -127,3 +127,15 @@ def test_errors(kwargs, call):
             loss(p, g, presence=torch.rand(2, 4), count=torch.tensor([1, 2, 3]))
         elif call == "no_mask_key":
             loss(p, {"labels": g})
+
+
+def test_loss_takes_the_training_dict_of_the_network():
+    combined = torch.full((2, 1, 8, 8), 0.5)
+    presence = torch.tensor([[0.5, 0.5, 1.0], [0.0, 0.0, 0.0]])
+    target = {"mask": torch.ones(2, 1, 8, 8), "count": torch.tensor([[1.0], [2.0]])}
+    loss = CanonicalShapeLoss(alpha=1.0, reduction="none")
+    # counts: (2 - 1)^2 = 1 and (0 - 2)^2 = 4; BCE = log 2; Dice = 1 - (2·32 + 1) / (32 + 64 + 1)
+    expected = math.log(2.0) + (1 - 65 / 97) + torch.tensor([1.0, 4.0])
+    torch.testing.assert_close(loss({"combined": combined, "presence": presence}, target), expected.float())
+    with pytest.raises(ValueError, match="combined"):
+        loss({"mask": combined}, target)

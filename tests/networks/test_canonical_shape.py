@@ -219,3 +219,14 @@ def test_bad_input_errors():
         net.render(net.predict_parameters(torch.rand(1, 1, 32, 32)), (0, 8))
     with pytest.raises(ValueError, match="presence"):
         net.render({"L": torch.eye(2).expand(1, 1, 2, 2)}, (8, 8))
+
+
+def test_dict_in_training_gives_presence_to_the_loss_and_one_tensor_in_eval():
+    net = CanonicalShapeNet(in_channels=1, features=8, render_scale=0.25, dict_in_training=True)
+    x = torch.rand(2, 1, 64, 64)
+    out = net.train()(x)
+    assert set(out) == {"combined", "presence"} and out["combined"].shape == (2, 1, 16, 16)
+    assert out["presence"].shape == (2, 2 * 4 * 4)
+    params = net.predict_parameters(x)  # same weights, same input: the same presence (batch norm in train mode)
+    torch.testing.assert_close(out["presence"], params["presence"])
+    assert isinstance(net.eval()(x), torch.Tensor)

@@ -138,3 +138,20 @@ def test_unusable_id(tmp_path: Path, meta: dict) -> None:
 def test_one_key_only() -> None:
     with pytest.raises(ValueError, match="one label image"):
         SaveInstancesd(keys=["pred", "label"], output_dir="unused")
+
+
+def test_attributes_become_csv_columns(tmp_path):
+    labels = np.zeros((1, 10, 12), np.int32)
+    labels[0, 1:4, 1:4], labels[0, 6:9, 5:11] = 1, 2
+    attrs = np.zeros((2, 10, 12), np.float32)
+    attrs[0][labels[0] == 1], attrs[1][labels[0] == 1] = 0.9, 2.5
+    attrs[0][labels[0] == 2], attrs[1][labels[0] == 2] = 0.6, -1.0
+    data = {"pred": MetaTensor(labels, meta={"id": "a"}), "attributes": torch.as_tensor(attrs)}
+    SaveInstancesd("pred", tmp_path, image_key=None, prob_key=None, attributes_key="attributes",
+                   attribute_names=["presence", "x"])(data)  # fmt: skip
+    with open(tmp_path / "a.csv") as f:
+        rows = {int(r["id"]): r for r in csv.DictReader(f)}
+    assert float(rows[1]["presence"]) == pytest.approx(0.9) and float(rows[1]["x"]) == 2.5
+    assert float(rows[2]["presence"]) == pytest.approx(0.6) and float(rows[2]["x"]) == -1.0
+    with pytest.raises(ValueError, match="attribute_names"):
+        SaveInstancesd("pred", tmp_path, attributes_key="attributes", attribute_names=["x", "x"])
