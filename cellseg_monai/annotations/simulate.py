@@ -10,6 +10,8 @@ kind       written                                 method
 scribbles  ``weak/scribbles/<id>.tif`` (uint8)     ImPartial protocol, ``budget`` objects (int) or fraction
 masks      ``weak/masks/<id>.tif`` (uint8 0/1)     foreground mask of the full labels (canonical shape, LACSS)
 counts     ``weak/counts.json``                    ``{"<id>": K}``, K = objects in the image (canonical shape)
+partial    ``weak/partial/<id>.tif`` (uint16/32)   instance labels of a seeded ``budget`` fraction of the
+                                                   objects (partial Mask R-CNN; the rest are unlabelled)
 =========  ======================================  ===========================================================
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cellseg_monai.annotations.foreground_count import count_instances, simulate_foreground_count
+from cellseg_monai.annotations.partial import keep_fraction
 from cellseg_monai.annotations.scribbles import simulate_scribbles
 from cellseg_monai.data.io import read_labels
 from cellseg_monai.data.layouts import load_datalist
@@ -33,7 +36,10 @@ __all__ = ["PLANNED_KINDS", "SIMULATED_KINDS", "simulate_dataset"]
 def _write_tif(path: Path, array: np.ndarray) -> str:
     import tifffile
 
-    tifffile.imwrite(str(path), array.astype(np.uint8), compression="zlib")
+    if array.dtype in (np.uint8, np.uint16, np.uint32):  # instance labels keep their width (write_labels' choice)
+        tifffile.imwrite(str(path), array, compression="zlib")
+    else:
+        tifffile.imwrite(str(path), array.astype(np.uint8), compression="zlib")
     return str(path)
 
 
@@ -45,14 +51,21 @@ def _mask(labels: np.ndarray, image_id: str, seed: int, budget: int | float, fov
     return simulate_foreground_count(labels)[0]
 
 
+def _partial(labels: np.ndarray, image_id: str, seed: int, budget: int | float, fov: int) -> np.ndarray:
+    if not isinstance(budget, float) or not 0.0 < budget <= 1.0:
+        raise ValueError(f"partial labels need a fraction budget in (0, 1] (e.g. 0.25); got {budget!r}")
+    kept = keep_fraction(labels, image_id, seed=seed, fraction=budget)
+    return kept.astype(np.uint16 if kept.max(initial=0) < 65536 else np.uint32)
+
+
 #: kind -> per-image simulator (labels, id, seed, budget, fov) -> (H, W) label image written as <id>.tif
-_IMAGE_KINDS: dict[str, Callable[..., np.ndarray]] = {"scribbles": _scribbles, "masks": _mask}
+_IMAGE_KINDS: dict[str, Callable[..., np.ndarray]] = {"scribbles": _scribbles, "masks": _mask, "partial": _partial}
 #: kind -> per-image value gathered into one JSON file <out_dir>/<kind>.json (out_dir default <dataset>/weak)
 _JSON_KINDS: dict[str, Callable[[np.ndarray], int]] = {"counts": count_instances}
 
 SIMULATED_KINDS: tuple[str, ...] = (*_IMAGE_KINDS, *_JSON_KINDS)
 """Kinds of weak annotation :func:`simulate_dataset` writes."""
-PLANNED_KINDS: tuple[str, ...] = ("points", "partial")
+PLANNED_KINDS: tuple[str, ...] = ("points",)
 """Kinds described by the data contract whose simulation is not implemented here yet."""
 
 
@@ -70,8 +83,8 @@ def simulate_dataset(
     Args:
         dataset_dir: dataset with full instance labels (any layout of :func:`load_datalist`).
         kind: one of :data:`SIMULATED_KINDS` (table in the module docstring).
-        budget: scribbles: objects per image, an int, or a float in (0, 1] = fraction of each image's objects.
-            Not used by masks and counts (every object is in the mask and the count).
+        budget: scribbles: objects per image, an int, or a float in (0, 1] = fraction of each image's objects;
+            partial: the fraction of each image's objects kept. Not used by masks and counts.
         seed: seed; the annotation of an image is a function of (id, seed, budget).
         out_dir: output folder; default ``<dataset_dir>/weak/<kind>`` (image kinds) or ``<dataset_dir>/weak``
             (``counts.json``).

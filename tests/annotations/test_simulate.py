@@ -70,9 +70,23 @@ def test_simulate_masks_and_counts_read_back_as_user_weak_labels(tmp_path):
         assert count == len(np.unique(lab)) - 1
 
 
-@pytest.mark.parametrize(
-    "kind, error", [("points", NotImplementedError), ("partial", NotImplementedError), ("x", ValueError)]
-)
+def test_simulate_partial_keeps_a_quarter_of_the_objects_whole(tmp_path):
+    labels = make_dataset(tmp_path / "ds")
+    paths = simulate_dataset(tmp_path / "ds", kind="partial", budget=0.25, seed=3)
+    for p in paths:
+        kept, full = tifffile.imread(p), labels[Path(p).stem]
+        assert kept.dtype == np.uint16
+        ids = set(np.unique(kept).tolist()) - {0}
+        n = len(np.unique(full)) - 1
+        assert len(ids) == int(np.ceil(0.25 * n))
+        for i in ids:  # a kept object is whole and keeps its id; nothing else is labelled
+            np.testing.assert_array_equal(kept == i, full == i)
+        assert np.isin(kept, [0, *ids]).all()
+    with pytest.raises(ValueError, match="fraction"):
+        simulate_dataset(tmp_path / "ds", kind="partial", budget=2)
+
+
+@pytest.mark.parametrize("kind, error", [("points", NotImplementedError), ("x", ValueError)])
 def test_simulate_dataset_kinds(tmp_path, kind, error):
     make_dataset(tmp_path / "ds")
     with pytest.raises(error, match=kind):

@@ -1,0 +1,176 @@
+"""Centerness + box module of Feng et al. on the highest-resolution FPN level.
+
+Every pixel of the stride-``s`` feature map predicts a centerness logit (is it near the centre of a nucleus?) and a
+box, regressed against an anchor of the median nucleus size centred on that pixel. Trained from the labelled
+exemplars only (targets in :func:`cellseg_monai.losses.mask_rcnn.centerness_targets`), it finds the unlabelled
+nuclei by their similarity to the labelled ones. Its detections (centerness > 0.95, one per connected component, at
+the peak) are (a) ignored regions for the RPN and box-head samplers in training and (b) extra proposals in
+inference (:class:`cellseg_monai.networks.mask_rcnn.MaskRCNN`).
+
+Boxes follow ``monai.apps.detection``: ``StandardMode`` with ``ij`` indexing, ``(y0, x0, y1, x1)`` in image pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.apps.detection.utils.box_coder import BoxCoder
+from monai.data.box_utils import box_iou
+from scipy import ndimage
+from torch import nn
+
+__all__ = ["CenternessModule", "ignore_matched_negatives", "instance_boxes", "pixel_anchors"]
+
+
+def instance_boxes(labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounding boxes of the instances of one label image.
+
+    Args:
+        labels: (H, W) or (1, H, W) integer instance labels, 0 = background.
+
+    Returns:
+        ``(boxes, ids)``: (N, 4) float32 boxes ``(y0, x0, y1, x1)`` with exclusive ends (an instance on rows 2..4
+        has y0 = 2, y1 = 5) and (N,) int64 ids, in increasing id order, on the labels' device.
+    """
+    device = labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu")
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"labels must be (H, W) or (1, H, W), got shape {tuple(arr.shape)}")
+    arr = arr.astype(np.int64)
+    rows, ids = [], []
+    for i, sl in enumerate(ndimage.find_objects(arr), start=1):
+        if sl is not None:
+            rows.append([sl[0].start, sl[1].start, sl[0].stop, sl[1].stop])
+            ids.append(i)
+    boxes = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+    return boxes.to(device), torch.tensor(ids, dtype=torch.int64, device=device)
+
+
+def pixel_anchors(height: int, width: int, stride: int, size: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """One anchor per feature pixel: a box of ``size`` (h, w) centred at image pixel ``(i·s + s//2, j·s + s//2)``.
+
+    ``s`` is the ``stride``. The centres are those of ``monai.apps.detection.utils.anchor_utils.AnchorGenerator``. Returns (h·w, 4) boxes in
+    row-major pixel order.
+    """
+    size_t = torch.as_tensor(size, dtype=torch.float32)
+    cy = torch.arange(height, dtype=torch.float32, device=size_t.device) * stride + stride // 2
+    cx = torch.arange(width, dtype=torch.float32, device=size_t.device) * stride + stride // 2
+    yy, xx = torch.meshgrid(cy, cx, indexing="ij")
+    yy, xx = yy.reshape(-1), xx.reshape(-1)
+    hh, hw = size_t[0] / 2, size_t[1] / 2
+    return torch.stack([yy - hh, xx - hw, yy + hh, xx + hw], dim=1)
+
+
+def ignore_matched_negatives(
+    sample_labels: torch.Tensor, samples: torch.Tensor, predicted: torch.Tensor, iou_threshold: float = 0.5
+) -> torch.Tensor:
+    """Turn negatives that match a predicted nucleus into ignored samples (Feng et al.).
+
+    Args:
+        sample_labels: (A,) labels of anchors or proposals: >= 1 positive, 0 negative, -1 ignored.
+        samples: (A, 4) anchor or proposal boxes.
+        predicted: (P, 4) boxes of the centerness module.
+        iou_threshold: a negative whose IoU with some predicted box is >= this becomes -1.
+
+    Returns:
+        A copy of ``sample_labels``; positives and already ignored samples are unchanged.
+    """
+    out = sample_labels.clone()
+    if predicted.numel() == 0 or samples.numel() == 0:
+        return out
+    iou = box_iou(samples.float(), predicted.to(samples.device).float())
+    matched = torch.as_tensor(iou).max(dim=1).values >= iou_threshold
+    out[(sample_labels == 0) & matched] = -1
+    return out
+
+
+class CenternessModule(nn.Module):
+    """Centerness logit and box deltas on one feature map, (B, C, h, w) → ((B, 1, h, w), (B, 4, h, w)).
+
+    Args:
+        in_channels: channels C of the feature map (the FPN's highest-resolution level).
+        hidden_channels: width of the two 3×3 conv layers of the head.
+        nucleus_size: initial anchor size (h, w) or side in image pixels; in training it follows the median size of
+            the labelled nuclei (:meth:`update_anchor_size`) and is saved with the weights (buffer ``anchor_size``).
+        momentum: weight of each batch's median in the running anchor size.
+        threshold: centerness probability above which pixels form detections (0.95 in the paper).
+    """
+
+    box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int = 64,
+        nucleus_size: float | Sequence[float] = 16.0,
+        momentum: float = 0.1,
+        threshold: float = 0.95,
+    ) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv2d(in_channels, hidden_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.centerness = nn.Conv2d(hidden_channels, 1, 1)
+        self.box = nn.Conv2d(hidden_channels, 4, 1)
+        nn.init.constant_(self.centerness.bias, -2.0)  # start mostly "not a centre": few detections early on
+        nn.init.zeros_(self.box.weight)
+        nn.init.zeros_(self.box.bias)
+        size = [float(nucleus_size)] * 2 if np.isscalar(nucleus_size) else [float(s) for s in nucleus_size]
+        self.register_buffer("anchor_size", torch.tensor(size, dtype=torch.float32))
+        self.momentum = float(momentum)
+        self.threshold = float(threshold)
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.head(feature)
+        return self.centerness(h), self.box(h)
+
+    @torch.no_grad()
+    def update_anchor_size(self, boxes: torch.Tensor) -> None:
+        """Move the anchor size towards the median (h, w) of ``boxes`` (N, 4) (labelled nuclei of a batch)."""
+        if boxes.numel() == 0:
+            return
+        median = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1).median(dim=0).values
+        self.anchor_size.mul_(1 - self.momentum).add_(self.momentum * median.to(self.anchor_size))
+
+    @torch.no_grad()
+    def detect(
+        self, logits: torch.Tensor, deltas: torch.Tensor, stride: int, image_size: Sequence[int] | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Nuclei found by the module: one box per connected component of ``sigmoid(logits) > threshold``.
+
+        Args:
+            logits: (B, 1, h, w) centerness logits; deltas: (B, 4, h, w) box deltas against :func:`pixel_anchors`.
+            stride: image pixels per feature pixel.
+            image_size: (H, W) to clip the boxes to; None keeps them unclipped.
+
+        Returns:
+            Per image ``(boxes (K, 4), scores (K,))``: the box decoded at each component's peak (8-connectivity)
+            and the peak probability.
+        """
+        b, _, h, w = logits.shape
+        prob = torch.sigmoid(logits[:, 0])
+        anchors = pixel_anchors(h, w, stride, self.anchor_size).to(logits.device)
+        out = []
+        for i in range(b):
+            p = prob[i].cpu().numpy()
+            comp, n = ndimage.label(p > self.threshold, structure=np.ones((3, 3)))
+            if n == 0:
+                out.append((logits.new_zeros((0, 4)), logits.new_zeros((0,))))
+                continue
+            peaks = ndimage.maximum_position(p, comp, index=np.arange(1, n + 1))
+            flat = torch.tensor([r * w + c for r, c in peaks], dtype=torch.long, device=logits.device)
+            d = deltas[i].reshape(4, -1)[:, flat].T
+            boxes = self.box_coder.decode_single(d.float(), anchors[flat])
+            if image_size is not None:
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[0])
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[1])
+            keep = ((boxes[:, 2] - boxes[:, 0]) > 1) & ((boxes[:, 3] - boxes[:, 1]) > 1)
+            out.append((boxes[keep].to(logits.dtype), prob[i].reshape(-1)[flat][keep]))
+        return out

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.measure import regionprops
+
+from cellseg_monai.networks.centerness import (
+    CenternessModule,
+    ignore_matched_negatives,
+    instance_boxes,
+    pixel_anchors,
+)
+
+
+def test_instance_boxes_match_skimage():
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:5, 3:9] = 4
+    lab[10:18, 20:29] = 1
+    lab[12, 0] = 7
+    boxes, ids = instance_boxes(torch.as_tensor(lab)[None])
+    ref = {r.label: r.bbox for r in regionprops(lab)}  # (min_row, min_col, max_row, max_col), exclusive max
+    assert ids.tolist() == sorted(ref)
+    for b, i in zip(boxes.tolist(), ids.tolist(), strict=True):
+        assert tuple(b) == ref[i]
+    empty, none = instance_boxes(np.zeros((4, 4), int))
+    assert empty.shape == (0, 4) and none.numel() == 0
+
+
+def test_pixel_anchors_hand_made():
+    a = pixel_anchors(2, 3, 4, (10.0, 6.0))
+    # centres at i*4 + 2: rows (2, 6), cols (2, 6, 10); row-major order
+    assert a.shape == (6, 4)
+    np.testing.assert_allclose(a[0].numpy(), [2 - 5, 2 - 3, 2 + 5, 2 + 3])
+    np.testing.assert_allclose(a[5].numpy(), [6 - 5, 10 - 3, 6 + 5, 10 + 3])
+
+
+@pytest.mark.parametrize(
+    "labels, pred, thr, expected",
+    [
+        # negative 0 overlaps the predicted box fully -> ignored; negative 1 far away stays; positive 2 stays
+        ([0, 0, 1], [[0, 0, 10, 10]], 0.5, [-1, 0, 1]),
+        # IoU of sample 0 with pred = 50/150 = 1/3 < 0.5 -> stays negative; >= 0.3 -> ignored
+        ([0, 0, 1], [[0, 5, 10, 15]], 0.5, [0, 0, 1]),
+        ([0, 0, 1], [[0, 5, 10, 15]], 0.3, [-1, 0, 1]),
+        ([0, 0, 1], [], 0.5, [0, 0, 1]),
+    ],
+)
+def test_samples_matching_predicted_boxes_are_ignored(labels, pred, thr, expected):
+    samples = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0]])
+    predicted = torch.tensor(pred, dtype=torch.float32).reshape(-1, 4)
+    out = ignore_matched_negatives(torch.tensor(labels), samples, predicted, thr)
+    assert out.tolist() == expected
+
+
+def test_detect_one_box_per_component_at_the_peak():
+    m = CenternessModule(4, nucleus_size=8.0, threshold=0.95)
+    logits = torch.full((1, 1, 6, 8), -5.0)
+    logits[0, 0, 1, 1:3] = torch.tensor([4.0, 6.0])  # component A, peak at (1, 2)
+    logits[0, 0, 4, 6] = 5.0  # component B at (4, 6)
+    logits[0, 0, 4, 3] = 2.0  # sigmoid(2) = 0.88 < 0.95: not a detection
+    deltas = torch.zeros((1, 4, 6, 8))
+    deltas[0, 2, 4, 6] = np.log(2.0)  # component B: twice the anchor height
+    ((boxes, scores),) = m.detect(logits, deltas, stride=4)
+    order = torch.argsort(boxes[:, 0])
+    boxes, scores = boxes[order], scores[order]
+    # peak (1, 2) -> centre (1*4+2, 2*4+2) = (6, 10), anchor 8x8
+    np.testing.assert_allclose(boxes[0].numpy(), [2, 6, 10, 14], atol=1e-5)
+    # peak (4, 6) -> centre (18, 26), height 16, width 8
+    np.testing.assert_allclose(boxes[1].numpy(), [10, 22, 26, 30], atol=1e-5)
+    np.testing.assert_allclose(scores.numpy(), torch.sigmoid(torch.tensor([6.0, 5.0])).numpy(), rtol=1e-6)
+
+
+def test_anchor_size_follows_the_median():
+    m = CenternessModule(4, nucleus_size=10.0, momentum=1.0)
+    m.update_anchor_size(torch.tensor([[0, 0, 4, 6], [0, 0, 8, 2], [0, 0, 20, 30.0]]))
+    np.testing.assert_allclose(m.anchor_size.numpy(), [8.0, 6.0])
+    assert "anchor_size" in m.state_dict()
+    out = m(torch.randn(2, 4, 5, 5))
+    assert out[0].shape == (2, 1, 5, 5) and out[1].shape == (2, 4, 5, 5)
