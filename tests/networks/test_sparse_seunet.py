@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cellseg_monai.networks.sparse_seunet import (
+    InstanceActivationBranch,
+    SparseSEUNet,
+    aggregate_instance_features,
+    coordinate_channels,
+)
+
+HEADS = ("foreground", "border", "background", "overlap")
+
+
+def test_aggregation_matches_a_hand_made_weighted_mean():
+    """Eq. 4.9 on a 1 x 3 image: z_i = sum_x A_i(x) F(x) / sum_x A_i(x)."""
+    features = torch.tensor([[[[1.0, 2.0, 4.0]], [[0.0, 10.0, 0.0]]]])  # (1, 2, 1, 3)
+    iam = torch.tensor([[[[1.0, 1.0, 0.0]], [[0.0, 0.5, 1.5]]]])  # (1, 2, 1, 3)
+    z = aggregate_instance_features(iam, features)
+    expected = torch.tensor([[[1.5, 5.0], [(0.5 * 2 + 1.5 * 4) / 2, 0.5 * 10 / 2]]])
+    torch.testing.assert_close(z, expected)
+
+
+def test_coordinate_channels():
+    out = coordinate_channels(torch.zeros(2, 1, 3, 5))
+    assert out.shape == (2, 3, 3, 5)
+    np.testing.assert_allclose(out[0, 1, :, 0].numpy(), [-1, 0, 1])
+    np.testing.assert_allclose(out[1, 2, 0].numpy(), [-1, -0.5, 0, 0.5, 1])
+
+
+@pytest.mark.parametrize("num_instances,kernel_dim,size", [(5, 4, (8, 8)), (12, 8, (6, 10))])
+def test_branch_shapes_and_gradients(num_instances, kernel_dim, size):
+    torch.manual_seed(0)
+    branch = InstanceActivationBranch(6, num_instances, channels=8, kernel_dim=kernel_dim)
+    feats = torch.rand(2, 6, *size, requires_grad=True)
+    out = branch(feats)
+    assert out["logits"].shape == (2, num_instances, 1)
+    assert out["objectness"].shape == (2, num_instances, 1)
+    assert out["masks"].shape == (2, num_instances, *size)
+    assert out["iam"].shape == (2, num_instances, *size) and 0 <= out["iam"].min() and out["iam"].max() <= 1
+    (out["masks"].mean() + out["logits"].sum() + out["objectness"].sum()).backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in branch.parameters())
+    # focal-loss prior: initial class probability 0.01
+    assert torch.sigmoid(branch.cls.bias).item() == pytest.approx(0.01, rel=1e-4)
+
+
+CASES = [
+    # multi_level, instance_level, features, size, predictions per image
+    (False, 0, (4, 8, 16), (32, 32), 6),
+    (False, 1, (4, 8, 16), (30, 21), 6),
+    (True, 0, (4, 8, 16), (32, 32), 12),  # one branch per decoder level (2 levels)
+]
+
+
+@pytest.mark.parametrize("multi_level,instance_level,features,size,m", CASES)
+def test_training_outputs_and_gradients(multi_level, instance_level, features, size, m):
+    torch.manual_seed(0)
+    net = SparseSEUNet(
+        3, HEADS, features, se_reduction=2, head_channels=4, num_instances=6, inst_channels=8, kernel_dim=4,
+        multi_level=multi_level, instance_level=instance_level,
+    )  # fmt: skip
+    net.train()
+    out = net(torch.rand(2, 3, *size))
+    assert out["semantic"].shape == (2, len(HEADS), *size)
+    assert out["masks"].shape == (2, m, *size)
+    assert out["logits"].shape == (2, m, 1) and out["objectness"].shape == (2, m, 1)
+    sum(v.float().mean() for v in out.values()).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_eval_output_is_one_tensor_with_labels_scores_and_probabilities():
+    torch.manual_seed(0)
+    net = SparseSEUNet(
+        1, ("foreground", "border"), (4, 8), head_channels=4, num_instances=4, inst_channels=8, kernel_dim=4,
+        instance_level=0, score_threshold=0.0, min_size=1,
+    )  # fmt: skip
+    # make instance 0 a confident mask of the whole image: huge positive kernel on a constant mask feature
+    with torch.no_grad():
+        branch = net.branches[0]
+        branch.cls.bias.fill_(10.0)
+        branch.objectness.bias.fill_(10.0)
+        last = branch.mask_convs[-1]
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+        branch.kernel.weight.zero_()
+        branch.kernel.bias.fill_(5.0)
+    net.eval()
+    out = net(torch.rand(2, 1, 10, 13))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 4, 10, 13) and out.dtype == torch.float32
+    # all four predictions are the same full mask -> NMS keeps one instance covering every pixel
+    assert torch.all(out[:, 0] == 1)
+    assert torch.all((out[:, 1] > 0.99) & (out[:, 1] <= 1))
+    assert torch.all((out[:, 2:] >= 0) & (out[:, 2:] <= 1))
+
+
+def test_bad_instance_level():
+    with pytest.raises(ValueError, match="instance_level"):
+        SparseSEUNet(features=(4, 8), instance_level=1)
