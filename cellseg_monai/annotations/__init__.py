@@ -10,6 +10,7 @@ from cellseg_monai.annotations.foreground_count import (
     read_foreground_mask,
     simulate_foreground_count,
 )
+from cellseg_monai.annotations.partial import keep_fraction, kept_ids
 from cellseg_monai.annotations.scribbles import (
     BACKGROUND,
     UNLABELLED,
@@ -22,6 +23,8 @@ from cellseg_monai.annotations.scribbles import (
 from cellseg_monai.annotations.simulate import PLANNED_KINDS, SIMULATED_KINDS, simulate_dataset
 
 __all__ = [
+    "keep_fraction",
+    "kept_ids",
     "simulate_foreground_count",
     "read_foreground_mask",
     "read_foreground_count",

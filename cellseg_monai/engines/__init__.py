@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .detection import CenternessWarmup
 from .meta import meta_of
 from .prepare_batch import PrepareBatchDict
 
-__all__ = ["PrepareBatchDict", "meta_of"]
+__all__ = ["CenternessWarmup", "PrepareBatchDict", "meta_of"]

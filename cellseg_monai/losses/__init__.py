@@ -11,8 +11,35 @@ from .impartial import (
     mixture_nll,
     scribble_class_losses,
 )
+from .mask_rcnn import MaskRCNNLoss, box_head_loss, centerness_loss, centerness_targets, mask_loss, rpn_loss
+from .seunet import FocalOverlapLoss, MultiHeadBCELoss, SEUNetLoss
+from .sparse_instance import (
+    SparseInstanceLoss,
+    SparseSEUNetLoss,
+    dice_coefficient_matrix,
+    hungarian_match,
+    label_masks,
+    matching_score,
+    sigmoid_focal_loss,
+)
 
 __all__ = [
+    "MaskRCNNLoss",
+    "box_head_loss",
+    "centerness_loss",
+    "centerness_targets",
+    "mask_loss",
+    "rpn_loss",
+    "SparseInstanceLoss",
+    "SparseSEUNetLoss",
+    "dice_coefficient_matrix",
+    "hungarian_match",
+    "label_masks",
+    "matching_score",
+    "sigmoid_focal_loss",
+    "FocalOverlapLoss",
+    "MultiHeadBCELoss",
+    "SEUNetLoss",
     "soft_dice_loss",
     "count_loss",
     "CanonicalShapeLoss",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .canonical_shape import BACKBONES, CanonicalShapeNet, DilatedResNet, render_instances
+from .centerness import CenternessModule, ignore_matched_negatives, instance_boxes, pixel_anchors
 from .impartial_unet import (
     ImPartialUNet,
     check_classes,
@@ -11,8 +12,26 @@ from .impartial_unet import (
     num_raw_channels,
     split_output,
 )
+from .mask_rcnn import IoUMatcher, MaskRCNN, SmallBackbone, nms
+from .seunet import SEConvBlock, SEUNet, pad_to_multiple
+from .sparse_seunet import InstanceActivationBranch, SparseSEUNet, aggregate_instance_features, coordinate_channels
 
 __all__ = [
+    "CenternessModule",
+    "ignore_matched_negatives",
+    "instance_boxes",
+    "pixel_anchors",
+    "IoUMatcher",
+    "MaskRCNN",
+    "SmallBackbone",
+    "nms",
+    "InstanceActivationBranch",
+    "SparseSEUNet",
+    "aggregate_instance_features",
+    "coordinate_channels",
+    "SEConvBlock",
+    "SEUNet",
+    "pad_to_multiple",
     "render_instances",
     "DilatedResNet",
     "CanonicalShapeNet",

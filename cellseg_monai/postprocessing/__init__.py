@@ -12,9 +12,21 @@ from cellseg_monai.postprocessing.instances import (
     seed_unseeded_components,
 )
 from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
+from cellseg_monai.postprocessing.mask_paste import paste_masks
 from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
+from cellseg_monai.postprocessing.sparse_instances import (
+    mask_iou_matrix,
+    mask_nms,
+    maskness,
+    sparse_instances_to_labels,
+)
 
 __all__ = [
+    "paste_masks",
+    "mask_iou_matrix",
+    "mask_nms",
+    "maskness",
+    "sparse_instances_to_labels",
     "merge_groups",
     "canonical_instances",
     "affine_table",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
+from .copy_paste import CopyPaste, CopyPasted, paste_object
 from .foreground_count import ForegroundCount, ForegroundCountd, SplitInstanceOutputd
 from .intensity import NormalizePolarity, NormalizePolarityd
 from .interior_boundary import (
@@ -14,11 +15,37 @@ from .interior_boundary import (
 )
 from .io import LoadMicroscopy, LoadMicroscopyd, match_channels
 from .mixture import MixtureToProbabilities, MixtureToProbabilitiesd
+from .partial import KeepFraction, KeepFractiond
 from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd, labels_like
 from .save_instances import SaveInstancesd, instance_overlay
 from .scribbles import SimulateScribbles, SimulateScribblesd
+from .semantic_targets import (
+    DECODERS,
+    HEADS,
+    SemanticTargets,
+    SemanticTargetsd,
+    SEUNetOutputsToInstances,
+    SEUNetOutputsToInstancesd,
+    instance_stack,
+    overlap_probability_map,
+    semantic_targets,
+)
 
 __all__ = [
+    "KeepFraction",
+    "KeepFractiond",
+    "CopyPaste",
+    "CopyPasted",
+    "paste_object",
+    "DECODERS",
+    "HEADS",
+    "SEUNetOutputsToInstances",
+    "SEUNetOutputsToInstancesd",
+    "SemanticTargets",
+    "SemanticTargetsd",
+    "instance_stack",
+    "overlap_probability_map",
+    "semantic_targets",
     "BlindSpot",
     "BlindSpotd",
     "ForegroundCount",
