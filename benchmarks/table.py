@@ -7,7 +7,8 @@ The spec (``benchmarks/tables/<bundle>.json``)::
 
     {"title": "...", "dataset": "../shared/data/bbbc038", "minutes": 10 | "epochs": 20, "epoch_length": 25,
      "classic": true, "metrics": ["f1@0.5", "f1_mean", "pixel_iou", ...],
-     "rows": [{"label": "...", "bundle": "canonical_shape", "train": {"KEY": value}, "eval": {"KEY": value}}, ...],
+     "rows": [{"label": "...", "bundle": "canonical_shape", "train": {"KEY": value}, "eval": {"KEY": value},
+               "epochs": 6}, ...],                                       # "epochs": optional, this row's training
      "paper": {"<row label>": {"<metric>": value}}, "notes": ["..."]}
 
 Every row trains ``bundles/<bundle>/configs/train.json`` on the ``train`` split with its ``train`` overrides (rows
@@ -172,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {row['label']}", flush=True)
         bundle, tr, ev = bundles[row["bundle"]], row.get("train", {}), row.get("eval", {})
-        train_dir = work / _slug(bundle.name, tr)
+        row_epochs, row_minutes = (row["epochs"], 0.0) if row.get("epochs") else (max_epochs, minutes)
+        train_dir = work / _slug(bundle.name, tr if not row.get("epochs") else {**tr, "_epochs": row["epochs"]})
         try:
             if train_dir.name not in trained:
                 trained[train_dir.name] = train_bundle(
-                    bundle, data, train_dir, None, minutes, max_epochs, epoch_length, _args(tr), args.reuse
+                    bundle, data, train_dir, None, row_minutes, row_epochs, epoch_length, _args(tr), args.reuse
                 )
             train = trained[train_dir.name]
             row_dir = train_dir / ("eval-" + _slug("", ev).strip("-"))
