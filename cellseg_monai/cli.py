@@ -29,7 +29,8 @@ def find_bundle(bundle: str) -> Path:
 
 
 def simulate(dataset_dir: str, kind: str = "scribbles", budget: float = 0.3, seed: int = 0, out_dir: str | None = None):
-    """Write simulated weak labels for every image of a dataset to ``<dataset_dir>/weak/<kind>/`` (or ``out_dir``).
+    """Write simulated weak labels for every image of a dataset to ``<dataset_dir>/weak/<kind>/`` (or ``out_dir``):
+    ``--kind`` scribbles, masks, counts, points or partial (see :mod:`cellseg_monai.annotations.simulate`).
 
     The annotation of an image is a deterministic function of (image id, seed, budget).
     """

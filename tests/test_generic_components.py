@@ -38,6 +38,12 @@ def _mask_rcnn_loss(net, x):  # training needs the labelled exemplars; the loss 
     return losses.MaskRCNNLoss()(net.train()(x, _labels()), _labels())
 
 
+def _point_map(b=2, h=32, w=48):
+    pm = torch.zeros(b, 1, h, w)
+    pm[:, 0, 10, 10], pm[:, 0, 20, 30] = 1, 2
+    return pm
+
+
 # name -> (constructor kwargs, input shape, output spatial shape (None: not an image), optional run(net, x))
 NETWORK_CASES = {
     "ImPartialUNet": ({"in_channels": 3, "classes": (2, 2), "features": 8, "depth": 2}, (2, 3, 32, 48), (32, 48)),
@@ -49,6 +55,14 @@ NETWORK_CASES = {
     "InstanceActivationBranch": ({"in_channels": 8, "num_instances": 5}, (2, 8, 16, 16), (16, 16)),
     "SmallBackbone": ({"in_channels": 3, "channels": (4, 8, 8, 16)}, (2, 3, 32, 48), None),
     "CenternessModule": ({"in_channels": 3, "hidden_channels": 8}, (2, 3, 32, 48), (32, 48)),
+    "Lacss": (
+        {"in_channels": 3, "features": (4, 8, 16), "feature_channels": 8, "seg_hidden": 8, "crop_size": 16},
+        (2, 3, 32, 48),
+        None,  # training output: crop logits, not image-sized
+        lambda net, x: net.train()(x, points=_point_map()),
+    ),
+    "LacssBackbone": ({"in_channels": 3, "features": (4, 8, 16), "out_channels": 8}, (2, 3, 32, 48), None),
+    "LacssAuxNet": ({"in_channels": 3, "hidden": 4}, (2, 3, 32, 48), (32, 48)),
     "MaskRCNN": (
         {"in_channels": 3, "backbone_channels": (4, 8, 8, 16), "fpn_channels": 8, "attention_channels": 8},
         (2, 3, 64, 64),
@@ -98,6 +112,22 @@ def _mask_rcnn_output(p):
     }  # fmt: skip
 
 
+def _lacss_output(p):
+    """Lacss's training dict (see Lacss.forward) cut from the generic prediction."""
+    return {
+        "lpn_logits": p[:, :1, :4, :4], "lpn_offsets": p[:, 1:3, :4, :4], "lpn_stride": 4,
+        "seg_logits": p[:1, 3:4], "batch_index": torch.tensor([0]), "centers": torch.tensor([[8, 8]]),
+        "gt_points": torch.tensor([[8.0, 8.0]]), "point_ids": torch.tensor([1]), "image_shape": (16, 16), "padded_shape": (16, 16), "aux_logits": p[:, 4:5],
+    }  # fmt: skip
+
+
+def _lacss_target():
+    target = torch.zeros(2, 2, 16, 16)
+    target[0, 0, 8, 8] = 1
+    target[:, 1, 4:12, 4:12] = 1
+    return target
+
+
 def _sparse_prediction(p):
     return {
         "masks": p[:, :4],
@@ -120,6 +150,7 @@ LOSS_CASES.update(
             ),
         ),
         "MaskRCNNLoss": ({}, lambda loss, p: loss(_mask_rcnn_output(p), _labels())),
+        "LacssLoss": ({}, lambda loss, p: loss(_lacss_output(p), _lacss_target())),
     }
 )
 

@@ -11,6 +11,17 @@ from cellseg_monai.annotations.foreground_count import (
     simulate_foreground_count,
 )
 from cellseg_monai.annotations.partial import keep_fraction, kept_ids
+from cellseg_monai.annotations.points import (
+    detect_points,
+    find_weak_points,
+    points_seed,
+    read_points_csv,
+    read_weak_mask,
+    read_weak_points,
+    simulate_points,
+    threshold_mask,
+    write_points_csv,
+)
 from cellseg_monai.annotations.scribbles import (
     BACKGROUND,
     UNLABELLED,
@@ -20,9 +31,18 @@ from cellseg_monai.annotations.scribbles import (
     simulate_scribbles,
     validate_scribbles,
 )
-from cellseg_monai.annotations.simulate import PLANNED_KINDS, SIMULATED_KINDS, simulate_dataset
+from cellseg_monai.annotations.simulate import SIMULATED_KINDS, simulate_dataset
 
 __all__ = [
+    "detect_points",
+    "find_weak_points",
+    "points_seed",
+    "read_points_csv",
+    "read_weak_mask",
+    "read_weak_points",
+    "simulate_points",
+    "threshold_mask",
+    "write_points_csv",
     "keep_fraction",
     "kept_ids",
     "simulate_foreground_count",
@@ -32,7 +52,6 @@ __all__ = [
     "find_weak_mask",
     "count_instances",
     "BACKGROUND",
-    "PLANNED_KINDS",
     "SIMULATED_KINDS",
     "UNLABELLED",
     "budget_count",

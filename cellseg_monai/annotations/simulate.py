@@ -12,6 +12,7 @@ masks      ``weak/masks/<id>.tif`` (uint8 0/1)     foreground mask of the full l
 counts     ``weak/counts.json``                    ``{"<id>": K}``, K = objects in the image (canonical shape)
 partial    ``weak/partial/<id>.tif`` (uint16/32)   instance labels of a seeded ``budget`` fraction of the
                                                    objects (partial Mask R-CNN; the rest are unlabelled)
+points     ``weak/points/<id>.csv`` (y,x)          one point per object: its centroid (LACSS LOIs)
 =========  ======================================  ===========================================================
 """
 
@@ -26,11 +27,12 @@ import numpy as np
 
 from cellseg_monai.annotations.foreground_count import count_instances, simulate_foreground_count
 from cellseg_monai.annotations.partial import keep_fraction
+from cellseg_monai.annotations.points import simulate_points, write_points_csv
 from cellseg_monai.annotations.scribbles import simulate_scribbles
 from cellseg_monai.data.io import read_labels
 from cellseg_monai.data.layouts import load_datalist
 
-__all__ = ["PLANNED_KINDS", "SIMULATED_KINDS", "simulate_dataset"]
+__all__ = ["SIMULATED_KINDS", "simulate_dataset"]
 
 
 def _write_tif(path: Path, array: np.ndarray) -> str:
@@ -63,10 +65,8 @@ _IMAGE_KINDS: dict[str, Callable[..., np.ndarray]] = {"scribbles": _scribbles, "
 #: kind -> per-image value gathered into one JSON file <out_dir>/<kind>.json (out_dir default <dataset>/weak)
 _JSON_KINDS: dict[str, Callable[[np.ndarray], int]] = {"counts": count_instances}
 
-SIMULATED_KINDS: tuple[str, ...] = (*_IMAGE_KINDS, *_JSON_KINDS)
+SIMULATED_KINDS: tuple[str, ...] = (*_IMAGE_KINDS, *_JSON_KINDS, "points")
 """Kinds of weak annotation :func:`simulate_dataset` writes."""
-PLANNED_KINDS: tuple[str, ...] = ("points",)
-"""Kinds described by the data contract whose simulation is not implemented here yet."""
 
 
 def simulate_dataset(
@@ -92,16 +92,14 @@ def simulate_dataset(
         fov: field of view of the scribble protocol (pixels).
 
     Returns:
-        Paths written: ``<out_dir>/<id>.tif`` per image (``uint8`` zlib TIFF), or the one JSON file.
+        Paths written: ``<out_dir>/<id>.tif`` per image (zlib TIFF), ``<out_dir>/<id>.csv`` (points), or the one
+        JSON file.
 
     Raises:
-        NotImplementedError: a kind of the data contract not implemented yet (:data:`PLANNED_KINDS`).
         ValueError: an unknown kind.
     """
-    if kind in PLANNED_KINDS:
-        raise NotImplementedError(f"simulating {kind!r} is not implemented yet; available: {SIMULATED_KINDS}")
     if kind not in SIMULATED_KINDS:
-        raise ValueError(f"kind must be one of {SIMULATED_KINDS + PLANNED_KINDS}, got {kind!r}")
+        raise ValueError(f"kind must be one of {SIMULATED_KINDS}, got {kind!r}")
     items = load_datalist(dataset_dir, split=split, require_labels=True)
     if kind in _JSON_KINDS:
         out = Path(out_dir) if out_dir is not None else Path(dataset_dir) / "weak"
@@ -112,6 +110,15 @@ def simulate_dataset(
         return [str(path)]
     out = Path(out_dir) if out_dir is not None else Path(dataset_dir) / "weak" / kind
     out.mkdir(parents=True, exist_ok=True)
+    if kind == "points":
+        return [
+            str(
+                write_points_csv(
+                    out / f"{item['id']}.csv", simulate_points(read_labels(item["label"]), item["id"], seed)
+                )
+            )
+            for item in items
+        ]
     simulate = _IMAGE_KINDS[kind]
     return [
         _write_tif(out / f"{item['id']}.tif", simulate(read_labels(item["label"]), item["id"], seed, budget, fov))

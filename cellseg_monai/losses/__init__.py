@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .canonical_shape import CanonicalShapeLoss, count_loss, soft_dice_loss
+from .focal import sigmoid_focal_loss
 from .impartial import (
     DEFAULT_WEIGHTS,
     ImPartialLoss,
@@ -10,6 +11,14 @@ from .impartial import (
     ScribbleLoss,
     mixture_nll,
     scribble_class_losses,
+)
+from .lacss import (
+    LacssLoss,
+    aux_boundary_loss,
+    instance_edges,
+    lpn_loss,
+    supervised_segmentation_loss,
+    weak_segmentation_loss,
 )
 from .mask_rcnn import MaskRCNNLoss, box_head_loss, centerness_loss, centerness_targets, mask_loss, rpn_loss
 from .seunet import FocalOverlapLoss, MultiHeadBCELoss, SEUNetLoss
@@ -20,10 +29,15 @@ from .sparse_instance import (
     hungarian_match,
     label_masks,
     matching_score,
-    sigmoid_focal_loss,
 )
 
 __all__ = [
+    "LacssLoss",
+    "aux_boundary_loss",
+    "instance_edges",
+    "lpn_loss",
+    "supervised_segmentation_loss",
+    "weak_segmentation_loss",
     "MaskRCNNLoss",
     "box_head_loss",
     "centerness_loss",

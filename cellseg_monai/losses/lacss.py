@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from cellseg_monai.losses.focal import sigmoid_focal_loss
 from cellseg_monai.networks.blocks.lacss_lpn import encode_lpn_targets
 from cellseg_monai.networks.blocks.lacss_segmentor import crop_patches, window_coordinates
 
@@ -77,12 +78,7 @@ def lpn_loss(
     """
     target, offset_target = encode_lpn_targets(points, tuple(logits.shape[-2:]), stride, radius)
     target = target.to(logits.dtype)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * target + (1 - p) * (1 - target)
-    focal = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        focal = focal * (alpha * target + (1 - alpha) * (1 - target))
+    focal = sigmoid_focal_loss(logits, target, alpha, gamma)
     pos = target[0] > 0
     n_pos = pos.sum()
     loss = focal.sum() / n_pos.clamp(min=1)

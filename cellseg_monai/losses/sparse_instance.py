@@ -29,6 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torch.nn.modules.loss import _Loss
 
+from cellseg_monai.losses.focal import sigmoid_focal_loss
 from cellseg_monai.losses.seunet import SEUNetLoss
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "hungarian_match",
     "label_masks",
     "matching_score",
-    "sigmoid_focal_loss",
 ]
 
 
@@ -83,17 +83,6 @@ def hungarian_match(cost: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("cost holds NaN or infinite values.")
     rows, cols = linear_sum_assignment(cost)
     return rows.astype(np.int64), cols.astype(np.int64)
-
-
-def sigmoid_focal_loss(logits: Tensor, target: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Element-wise sigmoid focal loss (Lin et al., ICCV 2017), same shape as ``logits``; alpha < 0 disables α."""
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = p * target + (1 - p) * (1 - target)
-    loss = ce * (1 - p_t).pow(gamma)
-    if alpha >= 0:
-        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss
 
 
 def label_masks(labels: Tensor) -> Tensor:

@@ -12,11 +12,21 @@ from .impartial_unet import (
     num_raw_channels,
     split_output,
 )
+from .lacss import (
+    Lacss,
+    LacssAuxNet,
+    LacssBackbone,
+    match_locations,
+)
 from .mask_rcnn import IoUMatcher, MaskRCNN, SmallBackbone, nms
 from .seunet import SEConvBlock, SEUNet, pad_to_multiple
 from .sparse_seunet import InstanceActivationBranch, SparseSEUNet, aggregate_instance_features, coordinate_channels
 
 __all__ = [
+    "Lacss",
+    "LacssAuxNet",
+    "LacssBackbone",
+    "match_locations",
     "CenternessModule",
     "ignore_matched_negatives",
     "instance_boxes",

@@ -14,6 +14,9 @@ from cellseg_monai.postprocessing.instances import (
 from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
 from cellseg_monai.postprocessing.mask_paste import paste_masks
 from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
+from cellseg_monai.postprocessing.nms import (
+    distance_nms,
+)
 from cellseg_monai.postprocessing.sparse_instances import (
     mask_iou_matrix,
     mask_nms,
@@ -22,6 +25,7 @@ from cellseg_monai.postprocessing.sparse_instances import (
 )
 
 __all__ = [
+    "distance_nms",
     "paste_masks",
     "mask_iou_matrix",
     "mask_nms",

@@ -16,6 +16,20 @@ from .interior_boundary import (
 from .io import LoadMicroscopy, LoadMicroscopyd, match_channels
 from .mixture import MixtureToProbabilities, MixtureToProbabilitiesd
 from .partial import KeepFraction, KeepFractiond
+from .points import (
+    MASK_SOURCES,
+    POINT_SOURCES,
+    DetectPoints,
+    DetectPointsd,
+    ForegroundMaskd,
+    LoadPointsd,
+    MakePointsd,
+    SimulatePoints,
+    SimulatePointsd,
+    ThresholdMask,
+    map_to_points,
+    points_to_map,
+)
 from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd, labels_like
 from .save_instances import SaveInstancesd, instance_overlay
 from .scribbles import SimulateScribbles, SimulateScribblesd
@@ -32,6 +46,18 @@ from .semantic_targets import (
 )
 
 __all__ = [
+    "POINT_SOURCES",
+    "MASK_SOURCES",
+    "DetectPoints",
+    "DetectPointsd",
+    "ForegroundMaskd",
+    "LoadPointsd",
+    "MakePointsd",
+    "SimulatePoints",
+    "SimulatePointsd",
+    "ThresholdMask",
+    "map_to_points",
+    "points_to_map",
     "KeepFraction",
     "KeepFractiond",
     "CopyPaste",

@@ -86,7 +86,24 @@ def test_simulate_partial_keeps_a_quarter_of_the_objects_whole(tmp_path):
         simulate_dataset(tmp_path / "ds", kind="partial", budget=2)
 
 
-@pytest.mark.parametrize("kind, error", [("points", NotImplementedError), ("x", ValueError)])
+def test_simulate_points_are_centroids(tmp_path):
+    from scipy import ndimage
+
+    from cellseg_monai.annotations.points import read_points_csv
+
+    labels = make_dataset(tmp_path / "ds")
+    paths = simulate_dataset(tmp_path / "ds", kind="points")
+    assert sorted(Path(p).name for p in paths) == ["a.csv", "b.csv", "c.csv"]
+    for p in paths:
+        lab = labels[Path(p).stem]
+        ids = np.unique(lab)[1:]
+        expected = np.array(ndimage.center_of_mass(np.ones_like(lab), lab, ids))
+        got = read_points_csv(p)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(np.sort(got, axis=0), np.sort(expected, axis=0), atol=0.51)
+
+
+@pytest.mark.parametrize("kind, error", [("x", ValueError)])
 def test_simulate_dataset_kinds(tmp_path, kind, error):
     make_dataset(tmp_path / "ds")
     with pytest.raises(error, match=kind):
