@@ -42,7 +42,6 @@ from .semantic_targets import (
     SEUNetOutputsToInstancesd,
     instance_stack,
     overlap_probability_map,
-    semantic_targets,
 )
 
 __all__ = [
@@ -71,7 +70,6 @@ __all__ = [
     "SemanticTargetsd",
     "instance_stack",
     "overlap_probability_map",
-    "semantic_targets",
     "BlindSpot",
     "BlindSpotd",
     "ForegroundCount",

@@ -6,7 +6,7 @@ from .decomposed_attention import DecomposedSelfAttention
 from .implicit_shape import ImplicitShapeMLP
 from .lacss_lpn import LocationProposalHead, decode_lpn, encode_lpn_targets, grid_centers
 from .lacss_segmentor import LacssSegmentor, crop_patches, paste_instances, window_coordinates
-from .roi_align import RoIAlign, roi_align
+from .roi_align import RoIAlign
 
 __all__ = [
     "DecomposedSelfAttention",
@@ -19,6 +19,5 @@ __all__ = [
     "encode_lpn_targets",
     "grid_centers",
     "paste_instances",
-    "roi_align",
     "window_coordinates",
 ]
