@@ -336,9 +336,25 @@ class CanonicalShapeNet(nn.Module):
         """Per-instance masks p(s) · p(z) (Eq. 1-2) at any (H', W'): (B, N, H', W') in [0, 1]."""
         return render_instances(self.shape, params, size)
 
+    #: without gradients, :meth:`render` evaluates at most this many (instance, pixel) points at a time
+    render_chunk_points: int = 1 << 22
+
     def render(self, params: dict[str, Tensor], size: Sequence[int]) -> Tensor:
-        """Combined mask max_n p(s) · p(z) (Eq. 2) at any (H', W'): (B, 1, H', W') in [0, 1]."""
-        return self.render_instances(params, size).amax(dim=1, keepdim=True)
+        """Combined mask max_n p(s) · p(z) (Eq. 2) at any (H', W'): (B, 1, H', W') in [0, 1].
+
+        Without gradients (inference) the instances are rendered in chunks and max-reduced as they come, so the
+        memory is bounded by :attr:`render_chunk_points` whatever the image size (N grows with the image)."""
+        n = params["L"].shape[1]
+        per_instance = int(size[0]) * int(size[1]) * params["L"].shape[0]
+        step = max(1, self.render_chunk_points // max(1, per_instance))
+        if torch.is_grad_enabled() or step >= n:
+            return self.render_instances(params, size).amax(dim=1, keepdim=True)
+        out = None
+        for i in range(0, n, step):
+            sub = {k: (v[:, i : i + step] if k != "image_size" else v) for k, v in params.items()}
+            part = self.render_instances(sub, size).amax(dim=1, keepdim=True)
+            out = part if out is None else torch.maximum(out, part)
+        return out
 
     def output_size(self, image: Tensor) -> tuple[int, int]:
         """(H', W') = (round(H · render_scale), round(W · render_scale)), at least 1."""

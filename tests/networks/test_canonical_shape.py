@@ -230,3 +230,14 @@ def test_dict_in_training_gives_presence_to_the_loss_and_one_tensor_in_eval():
     params = net.predict_parameters(x)  # same weights, same input: the same presence (batch norm in train mode)
     torch.testing.assert_close(out["presence"], params["presence"])
     assert isinstance(net.eval()(x), torch.Tensor)
+
+
+def test_chunked_rendering_without_gradients_equals_the_full_maximum():
+    net = CanonicalShapeNet(in_channels=1, features=4).eval()
+    x = torch.rand(2, 1, 64, 80)
+    params = net.predict_parameters(x)
+    full = net.render_instances(params, (64, 80)).amax(1, keepdim=True)  # (instances, pixels) all at once
+    net.render_chunk_points = 3 * 64 * 80 * 2  # 3 instances per chunk
+    with torch.no_grad():
+        chunked = net.render(params, (64, 80))
+    torch.testing.assert_close(chunked, full.detach())
