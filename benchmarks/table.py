@@ -102,6 +102,18 @@ def pixel_scores(pred_dir: Path, gt_dir: Path) -> dict[str, float]:
     return {k: float(np.nanmean(v)) if v else float("nan") for k, v in vals.items()}
 
 
+def _scores(per_image_mean: dict[str, Any], pred_dir: Path, gt_dir: Path, metrics: list[str]) -> dict[str, Any]:
+    """The per-image means, plus pixel scores, plus the spec's metrics that ``evaluate_folders``' default set lacks
+    (e.g. ``ncs``), computed on the same predictions."""
+    from cellseg_monai.metrics.folder import evaluate_folders
+
+    scores = {**per_image_mean, **pixel_scores(pred_dir, gt_dir)}
+    extra = [m for m in metrics if m not in scores]
+    if extra:
+        scores.update(evaluate_folders(pred_dir, gt_dir, names=extra)["per_image_mean"])
+    return scores
+
+
 def _fmt(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) and x == x else "–"
 
@@ -165,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.get("classic", False):
         print("== classic", flush=True)
         res = run_classic(data, work / "classic", gt_dir, warmup=1, reuse=args.reuse)
-        scores = {**res["per_image_mean"], **pixel_scores(work / "classic" / "predictions", gt_dir)}
+        scores = _scores(res["per_image_mean"], work / "classic" / "predictions", gt_dir, spec["metrics"])
         rows.append({"label": "classic (Otsu + watershed)", "scores": scores, "train": None})
     trained: dict[str, dict[str, Any]] = {}
     for row in spec["rows"]:
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             train = trained[train_dir.name]
             row_dir = train_dir / ("eval-" + _slug("", ev).strip("-"))
             res = evaluate_bundle(bundle, data, row_dir, train["checkpoint"], gt_dir, _args({**tr, **ev}), args.reuse)
-            scores = {**res["per_image_mean"], **pixel_scores(row_dir / "eval" / "predictions", gt_dir)}
+            scores = _scores(res["per_image_mean"], row_dir / "eval" / "predictions", gt_dir, spec["metrics"])
             rows.append({**row, "scores": scores, "train": train, "eval_seconds": res["eval_seconds"]})
         except (BenchmarkError, OSError, ValueError) as e:
             print(f"!! {row['label']} failed: {e}", flush=True)
