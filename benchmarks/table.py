@@ -104,11 +104,12 @@ def pixel_scores(pred_dir: Path, gt_dir: Path) -> dict[str, float]:
 
 def _scores(per_image_mean: dict[str, Any], pred_dir: Path, gt_dir: Path, metrics: list[str]) -> dict[str, Any]:
     """The per-image means, plus pixel scores, plus the spec's metrics that ``evaluate_folders``' default set lacks
-    (e.g. ``ncs``), computed on the same predictions."""
-    from cellseg_monai.metrics.folder import evaluate_folders
+    (e.g. ``ncs``), computed on the same predictions. Score-ranked metrics are left out (shown as "–") when the
+    method writes no per-object scores (the classic baseline)."""
+    from cellseg_monai.metrics.folder import SCORED_NAMES, evaluate_folders
 
     scores = {**per_image_mean, **pixel_scores(pred_dir, gt_dir)}
-    extra = [m for m in metrics if m not in scores]
+    extra = [m for m in metrics if m not in scores and m not in SCORED_NAMES]
     if extra:
         scores.update(evaluate_folders(pred_dir, gt_dir, names=extra)["per_image_mean"])
     return scores
