@@ -64,7 +64,9 @@ class CanonicalShapePredictor:
     def __call__(self, network: nn.Module, tiles: Tensor) -> list[dict[str, Any]]:
         net = getattr(network, "module", network)
         if not (hasattr(net, "predict_parameters") and hasattr(net, "render_instances")):
-            raise TypeError(f"{type(net).__name__} has no predict_parameters / render_instances; use CanonicalShapeNet.")
+            raise TypeError(
+                f"{type(net).__name__} has no predict_parameters / render_instances; use CanonicalShapeNet."
+            )
         params = net.predict_parameters(tiles)
         size = tuple(tiles.shape[-2:])
         results = []
