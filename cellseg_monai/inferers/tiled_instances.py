@@ -9,29 +9,34 @@ its extent beyond its centroid is at most half the overlap (StarDist and Cellpos
 way). Where kept instances of neighbouring tiles still overlap, the higher-scoring instance wins the pixels, and an
 instance left with no pixel disappears.
 
-Output of the inferer: ONE tensor (B, 2 + F, H, W): channel 0 the instance labels 1..K (0 = background, float
-holding integers), channel 1 each instance's score painted over its pixels (0 on background), channels 2.. the
-instance's F attributes (e.g. the affine parameters of the canonical-shape method) painted the same way. That is
-the ``(labels, score map)`` layout the ranked metrics and ``SaveInstancesd`` read; see :class:`SplitInstanceOutputd`
-(``cellseg_monai.transforms``) to split it.
+Output of the inferer: ONE tensor (B, 2 + F + P, H, W): channel 0 the instance labels 1..K (0 = background, float
+holding integers), channel 1 each instance's score painted over its pixels (0 on background), channels 2..2+F the
+instance's F attributes (e.g. the affine parameters of the canonical-shape method) painted the same way, then P
+per-pixel channels (e.g. the semantic probabilities of SparseSEU-Net), each pixel taken from the tile whose core holds
+it (the core pixels of a tile with overlap are at least half the overlap away from its border, where a fully
+convolutional network sees the context it saw in training). That is the ``(labels, score map)`` layout the ranked
+metrics and ``SaveInstancesd`` read; see :class:`SplitInstanceOutputd` (``cellseg_monai.transforms``) to split it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import convert_to_dst_type
 from scipy import ndimage
 from torch import Tensor
 
 __all__ = ["TiledInstanceInferer", "labels_scores_predictor", "tile_starts", "tile_cores"]
 
 #: predictor(network, tiles (b, C, h, w)) -> one dict per tile: "labels" (h, w) ints 0..K, "scores" (K,) for
-#: labels 1..K, optional "attributes" (K, F).
+#: labels 1..K, optional "attributes" (K, F), optional "pixels" (P, h, w) per-pixel outputs.
 Predictor = Callable[[Callable[..., Tensor], Tensor], list[dict[str, Any]]]
 
 
@@ -64,11 +69,12 @@ def tile_cores(starts: Sequence[int], roi: int, size: int) -> list[tuple[float, 
 
 
 def labels_scores_predictor(network: Callable[..., Tensor], tiles: Tensor) -> list[dict[str, Any]]:
-    """Default predictor: ``network(tiles)`` returns (b, 2, h, w) = labels + per-pixel score; an instance's score is
-    the mean of the score map over its pixels. (b, 1, h, w) (labels only) gives score 1 to every instance."""
+    """Default predictor: ``network(tiles)`` returns (b, 2 + P, h, w) = labels, per-pixel score and P >= 0 per-pixel
+    channels ("pixels"); an instance's score is the mean of the score map over its pixels. (b, 1, h, w) (labels only)
+    gives score 1 to every instance."""
     out = network(tiles)
-    if out.ndim != 4 or out.shape[1] not in (1, 2):
-        raise ValueError(f"the network must return (b, 1 or 2, h, w) labels [+ scores]; got {tuple(out.shape)}.")
+    if out.ndim != 4 or out.shape[1] < 1:
+        raise ValueError(f"the network must return (b, 1 or 2 + P, h, w) labels [+ scores]; got {tuple(out.shape)}.")
     results = []
     for i in range(out.shape[0]):
         labels = out[i, 0].detach().cpu().numpy().astype(np.int64)
@@ -78,8 +84,16 @@ def labels_scores_predictor(network: Callable[..., Tensor], tiles: Tensor) -> li
             scores = ndimage.mean(score, labels, index=np.arange(1, k + 1))
         else:
             scores = np.ones(k)
-        results.append({"labels": labels, "scores": np.asarray(scores, dtype=np.float64)})
+        res = {"labels": labels, "scores": np.asarray(scores, dtype=np.float64)}
+        if out.shape[1] > 2:
+            res["pixels"] = out[i, 2:].detach().float().cpu().numpy()
+        results.append(res)
     return results
+
+
+def _core_pixels(lo: float, hi: float) -> tuple[int, int]:
+    """Pixel indices [a, b) whose centres (index + 0.5) lie in the core [lo, hi): the same rule as for centroids."""
+    return int(math.ceil(lo - 0.5)), int(math.ceil(hi - 0.5))
 
 
 class TiledInstanceInferer(Inferer):
@@ -95,9 +109,10 @@ class TiledInstanceInferer(Inferer):
             ``xy_attributes = (ix, iy)`` declares attributes ix, iy to be x (column) and y (row) positions in tile
             pixels: the inferer adds the tile's offset so they are positions in the whole image.
         num_attributes: F, attribute channels in the output (0 when the predictor gives none).
+        num_pixel_channels: P, per-pixel channels in the output (the predictor's "pixels"; 0 when it gives none).
         pad_mode: ``torch.nn.functional.pad`` mode for images smaller than a tile ("reflect", or "constant").
 
-    ``inferer(inputs (B, C, H, W), network)`` → (B, 2 + F, H, W) on the input's device (see the module docstring).
+    ``inferer(inputs (B, C, H, W), network)`` → (B, 2 + F + P, H, W) on the input's device (see the module docstring).
     """
 
     def __init__(
@@ -108,21 +123,24 @@ class TiledInstanceInferer(Inferer):
         predictor: Predictor | None = None,
         num_attributes: int = 0,
         pad_mode: str = "reflect",
+        num_pixel_channels: int = 0,
     ) -> None:
         super().__init__()
         if len(roi_size) != 2 or min(int(r) for r in roi_size) < 1:
             raise ValueError(f"roi_size must be (h, w) with positive sides; got {roi_size!r}.")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1); got {overlap!r}.")
-        if sw_batch_size < 1 or num_attributes < 0:
+        if sw_batch_size < 1 or num_attributes < 0 or num_pixel_channels < 0:
             raise ValueError(
-                f"sw_batch_size must be >= 1 and num_attributes >= 0; got {sw_batch_size}, {num_attributes}."
+                "sw_batch_size must be >= 1, num_attributes and num_pixel_channels >= 0; got "
+                f"{sw_batch_size}, {num_attributes}, {num_pixel_channels}."
             )
         self.roi_size = (int(roi_size[0]), int(roi_size[1]))
         self.overlap = float(overlap)
         self.sw_batch_size = int(sw_batch_size)
         self.predictor = predictor if predictor is not None else labels_scores_predictor
         self.num_attributes = int(num_attributes)
+        self.num_pixel_channels = int(num_pixel_channels)
         self.pad_mode = pad_mode
         self.xy_attributes = getattr(self.predictor, "xy_attributes", None)
 
@@ -139,7 +157,9 @@ class TiledInstanceInferer(Inferer):
     def __call__(self, inputs: Tensor, network: Callable[..., Tensor], *args: Any, **kwargs: Any) -> Tensor:
         if inputs.ndim != 4:
             raise ValueError(f"inputs must be (B, C, H, W); got shape {tuple(inputs.shape)}.")
-        return torch.stack([self._one(inputs[i : i + 1], network) for i in range(inputs.shape[0])])
+        out = torch.stack([self._one(inputs[i : i + 1], network) for i in range(inputs.shape[0])])
+        # like MONAI's sliding-window inference: a MetaTensor input gives a MetaTensor output with its metadata
+        return convert_to_dst_type(out, inputs, device=out.device)[0] if isinstance(inputs, MetaTensor) else out
 
     def _one(self, image: Tensor, network: Callable[..., Tensor]) -> Tensor:
         padded, (h, w) = self._pad(image)
@@ -150,6 +170,8 @@ class TiledInstanceInferer(Inferer):
         cy, cx = tile_cores(ys, rh, h), tile_cores(xs, rw, w)
         grid = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
         kept: list[tuple[float, tuple[slice, slice], np.ndarray, np.ndarray]] = []
+        first_pixel = 2 + self.num_attributes
+        out = np.zeros((first_pixel + self.num_pixel_channels, h, w), dtype=np.float32)
         for b0 in range(0, len(grid), self.sw_batch_size):
             chunk = grid[b0 : b0 + self.sw_batch_size]
             tiles = torch.cat([padded[..., ys[i] : ys[i] + rh, xs[j] : xs[j] + rw] for i, j in chunk])
@@ -159,7 +181,7 @@ class TiledInstanceInferer(Inferer):
                 raise ValueError(f"the predictor returned {len(results)} results for {len(chunk)} tiles.")
             for (i, j), res in zip(chunk, results, strict=True):
                 kept += self._keep(res, ys[i], xs[j], cy[i], cx[j], h, w)
-        out = np.zeros((2 + self.num_attributes, h, w), dtype=np.float32)
+                self._paste_pixels(res, out[first_pixel:], ys[i], xs[j], cy[i], cx[j])
         for new_id, (score, sl, mask, attrs) in enumerate(sorted(kept, key=lambda r: r[0]), start=1):
             out[0][sl][mask] = new_id  # ascending score: a higher-scoring instance overwrites a lower one
             out[1][sl][mask] = score
@@ -172,6 +194,24 @@ class TiledInstanceInferer(Inferer):
             lut[present] = np.arange(1, len(present) + 1)
             out[0] = lut[labels]
         return torch.as_tensor(out, device=image.device)
+
+    def _paste_pixels(
+        self, res: dict[str, Any], out: np.ndarray, y0: int, x0: int, core_y: tuple, core_x: tuple
+    ) -> None:
+        """Copy the tile's per-pixel outputs inside its core (pixel centres in [lo, hi)) into ``out`` (P, H, W)."""
+        pixels = res.get("pixels")
+        p = 0 if pixels is None else int(np.shape(pixels)[0])
+        if p != self.num_pixel_channels:
+            raise ValueError(
+                f"the predictor gave {p} per-pixel channels; expected num_pixel_channels={self.num_pixel_channels}."
+            )
+        if p == 0:
+            return
+        pixels = np.asarray(pixels)
+        if pixels.shape[1:] != self.roi_size:
+            raise ValueError(f"the predictor returned pixels of shape {pixels.shape}; expected (P, *{self.roi_size}).")
+        (ya, yb), (xa, xb) = (_core_pixels(*core_y), _core_pixels(*core_x))
+        out[:, ya:yb, xa:xb] = pixels[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
 
     def _keep(
         self, res: dict[str, Any], y0: int, x0: int, core_y: tuple, core_x: tuple, h: int, w: int

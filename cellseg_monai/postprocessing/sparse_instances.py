@@ -65,7 +65,7 @@ def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> Tenso
 def sparse_instances_to_labels(
     class_prob: Any,
     mask_prob: Any,
-    score_threshold: float = 0.3,
+    score_threshold: float = 0.1,
     mask_threshold: float = 0.5,
     nms_threshold: float = 0.5,
     min_size: int = 16,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 from scipy import ndimage as ndi
@@ -330,7 +331,8 @@ class SEUNetOutputsToInstances(Transform):
             prob = torch.stack([1.0 - fg, fg * (1.0 - border), fg * border]).detach().cpu().numpy()
             labels_np = interior_boundary_to_instances(prob, **self.kwargs)
             score = fg[None] * torch.as_tensor(labels_np[None] > 0, device=fg.device)
-        return labels_like(labels_np, out), score, fg[None]
+        labels = labels_like(labels_np, out)  # a MetaTensor: score and fg follow, so the three can be concatenated
+        return labels, MetaTensor(score, meta=dict(labels.meta)), MetaTensor(fg[None], meta=dict(labels.meta))
 
 
 class SEUNetOutputsToInstancesd(MapTransform):

@@ -110,3 +110,44 @@ def test_inference_writes_label_overlay_csv(trained, disc_dataset):
     with open(pred_dir / "odd_size.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(np.setdiff1d(np.unique(labels), [0]))
+
+
+def test_inference_on_an_image_larger_than_a_tile_stitches_sparse_instances(trained, tmp_path):
+    """The sparse branch reads coordinate channels of its input: the bundle predicts tile by tile at the training
+    patch size (``TiledInstanceInferer``) and stitches the instances into one label image of the input's size."""
+    _, model = trained
+    rng = np.random.default_rng(0)
+    big = (rng.random((150, 170, 3)) * 30).astype(np.uint8)
+    for y, x in [(20, 20), (70, 120), (120, 40), (130, 150)]:
+        big[y - 8 : y + 8, x - 8 : x + 8] = 220
+    single = tmp_path / "big.tif"
+    tifffile.imwrite(single, big)
+    bundle_run(
+        BUNDLE,
+        ["inference.json"],
+        "--dataset_dir", str(single),
+        "--output_dir", str(tmp_path / "infer"),
+        "--ckpt_path", str(model),
+        "--instance_decoder", "sparse",
+        "--score_threshold", "0.0",
+        "--patch_size", "[64, 64]",
+        *TINY,
+    )  # fmt: skip
+    labels = tifffile.imread(tmp_path / "infer" / "big.tif")
+    assert labels.shape == (150, 170) and labels.min() >= 0
+    ids = np.setdiff1d(np.unique(labels), [0])
+    np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))  # stitched labels renumbered 1..K
+
+
+@pytest.mark.parametrize("configs", [["train.json"], ["inference.json"]])
+def test_the_inferer_tiles_at_the_training_patch_size(configs):
+    from monai.bundle import ConfigParser
+
+    from cellseg_monai.inferers import TiledInstanceInferer
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / c) for c in configs])
+    parser["patch_size"] = [96, 80]
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, TiledInstanceInferer)
+    assert inferer.roi_size == (96, 80) and inferer.num_pixel_channels == len(parser["heads"])

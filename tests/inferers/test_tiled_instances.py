@@ -122,3 +122,46 @@ def test_bad_arguments(kwargs, match):
 def test_predictor_attribute_count_must_match():
     with pytest.raises(ValueError, match="num_attributes"):
         TiledInstanceInferer((32, 32), 0.0, predictor=_components, num_attributes=3)(torch.ones(1, 1, 32, 32), None)
+
+
+def _column_net(tiles):
+    """Labels (none), score, and two per-pixel channels: the tile-local column index and the input itself."""
+    b, _, h, w = tiles.shape
+    col = torch.arange(w, dtype=torch.float32).expand(b, 1, h, w)
+    return torch.cat([torch.zeros(b, 2, h, w), col, tiles[:, :1]], dim=1)
+
+
+def test_pixel_channels_come_from_the_tile_whose_core_holds_the_pixel():
+    # width 96, tiles of 64 with overlap 0.5: offsets 0 and 32, cores [0, 48) and [48, 96)
+    image = torch.rand(1, 1, 40, 96, generator=torch.Generator().manual_seed(0))
+    out = TiledInstanceInferer((64, 64), 0.5, num_pixel_channels=2, pad_mode="constant")(image, _column_net)
+    assert out.shape == (1, 4, 40, 96)
+    x = np.arange(96)
+    expected_col = np.where(x < 48, x, x - 32).astype(np.float32)  # local column in the owning tile
+    np.testing.assert_array_equal(out[0, 2].numpy(), np.broadcast_to(expected_col, (40, 96)))
+    np.testing.assert_array_equal(out[0, 3].numpy(), image[0, 0].numpy())  # a per-pixel function stitches exactly
+    assert (out[0, 0] == 0).all()
+
+
+def test_pixel_channels_follow_the_attributes():
+    def with_pixels(net, tiles):
+        res = _components(net, tiles)
+        for r, t in zip(res, tiles, strict=True):
+            r["pixels"] = 3.0 * t[:1].numpy()
+        return res
+
+    with_pixels.xy_attributes = (0, 1)
+    labels = _discs()
+    image = torch.as_tensor((labels > 0).astype(np.float32))[None, None]
+    inferer = TiledInstanceInferer((128, 128), 0.5, predictor=with_pixels, num_attributes=2, num_pixel_channels=1)
+    out = inferer(image, None)
+    assert out.shape == (1, 5, *labels.shape)
+    np.testing.assert_array_equal(out[0, 4].numpy(), 3.0 * (labels > 0))
+    assert out[0, 0].max() == labels.max()
+
+
+def test_pixel_channel_count_must_match():
+    with pytest.raises(ValueError, match="num_pixel_channels=0"):
+        TiledInstanceInferer((32, 32), 0.0)(torch.ones(1, 1, 32, 32), _column_net)
+    with pytest.raises(ValueError, match="num_pixel_channels=3"):
+        TiledInstanceInferer((32, 32), 0.0, num_pixel_channels=3)(torch.ones(1, 1, 32, 32), _column_net)
