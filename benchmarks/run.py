@@ -214,7 +214,7 @@ def evaluate_bundle(
     record_path = work / "eval_record.json"
     record = json.loads(record_path.read_text()) if reuse and record_path.is_file() else None
     if record is None or record.get("checkpoint") != ckpt:
-        args = ["--dataset_dir", str(data), "--ckpt_path", ckpt, "--output_dir", str(work / "eval")]
+        args = ["--dataset_dir", str(data), "--ckpt_path", ckpt, "--eval_dir", str(work / "eval")]
         args += ["--eval_split", "val"]
         args += applicable_overrides(
             overrides, bundle.name, [bundle.config("train.json"), bundle.config("evaluate.json")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .distributed import ddp_device_ids, distributed_device, finalize_distributed, init_distributed, is_not_rank0
-from .paths import existing_checkpoint, locate_bundle_root
+from .paths import existing_checkpoint, is_bundle_dir, locate_bundle_root
 
 __all__ = [
     "ddp_device_ids",
@@ -13,4 +13,5 @@ __all__ = [
     "init_distributed",
     "is_not_rank0",
     "locate_bundle_root",
+    "is_bundle_dir",
 ]

@@ -1,75 +1,60 @@
 """Locating a bundle's root directory and its checkpoints from inside a bundle config.
 
-MONAI's ``python -m monai.bundle run --config_file bundles/<name>/configs/train.json`` does not tell the config
-where it lives, and model-zoo bundles assume ``bundle_root = "."`` (run from inside the bundle). Our users run
-from the repository root (and through a ``bundles/imppartial`` alias), so configs call
-``$cellseg_monai.bundle.locate_bundle_root('<name>')`` instead. ``--bundle_root DIR`` still overrides it.
+A bundle's configs name files relative to ``bundle_root`` (``models/model.pt``, ``runs/``). MONAI does not tell a
+config where it was read from, and model-zoo bundles assume ``bundle_root = "."`` (run from inside the bundle).
+Our configs call ``$cellseg_monai.bundle.locate_bundle_root('<name>')``, which follows one rule:
+
+1. ``bundle_root`` given explicitly always wins: ``--bundle_root DIR`` on the command line,
+   ``create_workflow(..., bundle_root=DIR)``, ``parser["bundle_root"] = DIR`` (MONAI Label and the model zoo's CI
+   pass it this way); the expression is then never evaluated.
+2. The current directory, when it is this bundle (it holds ``configs/metadata.json`` and is named ``<name>`` or its
+   configs name ``<name>``): the model-zoo habit of running inside the bundle, an unpacked zip included.
+3. ``bundles/<name>`` under the current directory: running from the root of a checkout of this repository (the
+   ``bundles/imppartial`` alias is a link to the same folder).
+4. Otherwise a ``FileNotFoundError`` that says how to pass it. The root is never guessed from ``sys.argv`` or from
+   where the package is installed, so a config is never silently tied to another copy of the bundle.
 """
 
 from __future__ import annotations
 
-import ast
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["locate_bundle_root", "existing_checkpoint"]
-
-_CONFIG_ARG = "--config_file"
+__all__ = ["locate_bundle_root", "is_bundle_dir", "existing_checkpoint"]
 
 
-def _config_files_from_argv(argv: Sequence[str]) -> list[str]:
-    """Paths given to ``--config_file`` on a ``monai.bundle`` command line (a path or a python-style list)."""
-    values: list[str] = []
-    for i, arg in enumerate(argv):
-        if arg == _CONFIG_ARG and i + 1 < len(argv):
-            values.append(argv[i + 1])
-        elif arg.startswith(_CONFIG_ARG + "="):
-            values.append(arg.split("=", 1)[1])
-    files: list[str] = []
-    for value in values:
-        value = value.strip()
-        if value.startswith("["):
-            try:
-                files.extend(str(v) for v in ast.literal_eval(value))
-            except (ValueError, SyntaxError):
-                files.extend(v.strip(" '\"") for v in value.strip("[]").split(","))
-        else:
-            files.append(value)
-    return files
+def is_bundle_dir(path: str | os.PathLike, name: str) -> bool:
+    """Whether ``path`` is the root of bundle ``name``: it holds ``configs/metadata.json`` and either its folder is
+    called ``name`` (after resolving links) or one of its configs locates itself as ``name``."""
+    path = Path(path)
+    if not (path / "configs" / "metadata.json").is_file():
+        return False
+    if path.resolve().name == name:
+        return True
+    marker = f"locate_bundle_root('{name}')"
+    return any(marker in f.read_text(errors="replace") for f in (path / "configs").glob("*.json"))
 
 
-def _root_of_config(path: str | os.PathLike) -> Path:
-    parent = Path(os.path.abspath(path)).parent
-    return parent.parent if parent.name == "configs" else parent
+def locate_bundle_root(name: str, cwd: str | os.PathLike | None = None) -> str:
+    """Return the root directory of bundle ``name`` (the folder holding ``configs/``), by the rule of this module.
 
-
-def locate_bundle_root(name: str, argv: Sequence[str] | None = None, cwd: str | os.PathLike | None = None) -> str:
-    """Return the root directory of bundle ``name`` (the folder holding ``configs/``).
-
-    Tried in order: the folder of the first ``--config_file`` on the command line (so ``bundles/imppartial``,
-    a symlink, stays ``bundles/imppartial``); the current directory when it holds ``configs/metadata.json``
-    (the model-zoo habit of running inside the bundle); ``bundles/<name>`` of the repository that this package
-    was installed from (editable installs, tests calling ``monai.bundle.run`` in-process).
+    Args:
+        name: the bundle's folder name (``impartial``, ``lacss``, ...).
+        cwd: the directory to look from (default: the current working directory).
 
     Raises:
-        FileNotFoundError: none of these is a bundle; pass ``--bundle_root`` explicitly.
+        FileNotFoundError: neither the current directory nor ``./bundles/<name>`` is the bundle.
     """
-    argv = sys.argv if argv is None else argv
-    for config_file in _config_files_from_argv(argv):
-        root = _root_of_config(config_file)
-        if (root / "configs").is_dir():
-            return str(root)
     here = Path(cwd) if cwd is not None else Path.cwd()
-    if (here / "configs" / "metadata.json").is_file():
+    if is_bundle_dir(here, name):
         return str(here.absolute())
-    repo_bundle = Path(__file__).resolve().parents[2] / "bundles" / name
-    if (repo_bundle / "configs").is_dir():
-        return str(repo_bundle)
+    in_checkout = here / "bundles" / name
+    if is_bundle_dir(in_checkout, name):
+        return str(in_checkout.absolute())
     raise FileNotFoundError(
-        f"cannot find the root of bundle '{name}': no --config_file on the command line, no configs/ in the current "
-        f"directory and no {repo_bundle}; pass --bundle_root <dir>"
+        f"cannot tell where bundle '{name}' is: {here} is neither the bundle nor a folder holding bundles/{name}. "
+        "Run from inside the bundle or from the repository root, or pass the root explicitly: "
+        "--bundle_root <dir> (Python: create_workflow(..., bundle_root=<dir>) or parser['bundle_root'] = <dir>)"
     )
 
 
@@ -77,7 +62,7 @@ def existing_checkpoint(path: str | os.PathLike) -> str:
     """Return ``path`` when it is a file; otherwise raise a ``FileNotFoundError`` that tells the user what to do."""
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"no trained weights at {path}: train the bundle first (configs/train.json writes models/model.pt) "
-            "or pass --ckpt_path <file.pt>"
+            f"no trained weights at {path}: train the bundle first (configs/train.json writes model.pt into its "
+            "output_dir) or pass --ckpt_path <file.pt>"
         )
     return str(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import logging
@@ -13,7 +14,15 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["TrainingCheckpoint", "latest_checkpoint"]
+__all__ = ["TrainingCheckpoint", "RunFolderInUseError", "latest_checkpoint", "BEST_MODEL"]
+
+#: file name of a run's best model (the bundles' ``CheckpointSaver`` ``key_metric_filename``)
+BEST_MODEL = "model.pt"
+
+
+class RunFolderInUseError(FileExistsError):
+    """A new training run was pointed at a folder that holds another run's checkpoints or best model."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,9 @@ class TrainingCheckpoint:
             ``max_epochs`` in the configs) keeps the length of the *resumed* run's config, so a run can be resumed
             with more epochs; the position in the schedule (its step count) comes from the checkpoint.
         interval: save every ``interval`` epochs; ``n_saved`` newest files are kept.
+        overwrite: a new run (``resume`` false) refuses a ``save_dir`` that already holds another run's
+            ``checkpoint_*.pt`` or best ``model.pt`` (:class:`RunFolderInUseError`), so no run silently replaces
+            weights it did not write; ``overwrite=True`` deletes those files first.
     """
 
     def __init__(
@@ -58,6 +70,7 @@ class TrainingCheckpoint:
         resume: bool = False,
         interval: int = 1,
         n_saved: int = 1,
+        overwrite: bool = False,
     ) -> None:
         self.save_dir = str(save_dir)
         self.network = network
@@ -66,6 +79,7 @@ class TrainingCheckpoint:
         self.resume = resume
         self.interval = interval
         self.n_saved = n_saved
+        self.overwrite = overwrite
 
     def _keep_schedule_length(self, engine: Engine) -> None:
         sched = self.lr_scheduler
@@ -79,7 +93,29 @@ class TrainingCheckpoint:
 
         engine.add_event_handler(Events.STARTED, restore)
 
+    def _previous_run_files(self) -> list[str]:
+        files = glob.glob(os.path.join(self.save_dir, "checkpoint_*.pt"))
+        files += glob.glob(os.path.join(self.save_dir, BEST_MODEL))
+        return sorted(files)
+
+    def _claim_folder(self) -> None:
+        previous = self._previous_run_files()
+        if not previous:
+            return
+        if not self.overwrite:
+            names = ", ".join(os.path.basename(f) for f in previous)
+            raise RunFolderInUseError(
+                f"{self.save_dir} already holds another training run ({names}): pass a new --output_dir, "
+                "--resume True to continue that run, or --overwrite True to replace it"
+            )
+        for f in previous:
+            logger.warning("overwrite: deleting %s of the previous run", f)
+            with contextlib.suppress(FileNotFoundError):  # another rank of a distributed run was first
+                os.remove(f)
+
     def attach(self, engine: Engine) -> None:
+        if not self.resume:
+            self._claim_folder()
         state: dict[str, Any] = {"model": self.network, "optimizer": self.optimizer, "trainer": engine}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler

@@ -17,12 +17,14 @@ import torch.nn.functional as F
 from monai.networks.blocks import ChannelSELayer
 from torch import Tensor, nn
 
+from cellseg_monai.torchscript import shape_repr
+
 __all__ = ["SEConvBlock", "SEUNet", "pad_to_multiple"]
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     """Zero-pad (B, C, H, W) at the bottom/right to multiples of ``multiple``; returns the tensor and (H, W)."""
-    h, w = x.shape[-2:]
+    h, w = x.shape[-2], x.shape[-1]
     ph, pw = (-h) % multiple, (-w) % multiple
     return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), (h, w)
 
@@ -101,6 +103,7 @@ class SEUNet(nn.Module):
         )
 
     @property
+    @torch.jit.unused
     def decoder_channels(self) -> tuple[int, ...]:
         """Channels of the decoder levels, coarse → fine (the last one is at full resolution)."""
         return self.features[-2::-1]
@@ -110,19 +113,19 @@ class SEUNet(nn.Module):
 
         Decoder features: one (B, features[l], H / 2**l, W / 2**l) tensor per level l = L-2 … 0 (coarse → fine).
         """
-        skips = []
+        skips: list[Tensor] = []
         for i, block in enumerate(self.encoder):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
-        levels = []
-        for up, block, skip in zip(self.up, self.decoder, skips[-2::-1], strict=True):
-            x = block(torch.cat([up(x), skip], dim=1))
+        levels: list[Tensor] = []
+        for i, (up, block) in enumerate(zip(self.up, self.decoder, strict=True)):
+            x = block(torch.cat([up(x), skips[-2 - i]], dim=1))
             levels.append(x)
         logits = torch.cat([head(x) for head in self.head_layers], dim=1)
         return logits, levels
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
-            raise ValueError(f"SEUNet expects (B, C, H, W) input, got shape {tuple(x.shape)}.")
+            raise ValueError(f"SEUNet expects (B, C, H, W) input, got shape {shape_repr(x)}.")
         padded, (h, w) = pad_to_multiple(x, self.stride)
         return self.decode(padded)[0][..., :h, :w]

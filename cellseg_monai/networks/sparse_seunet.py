@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cellseg_monai.networks.seunet import SEUNet, pad_to_multiple
-from cellseg_monai.postprocessing.sparse_instances import sparse_instances_to_labels
+from cellseg_monai.postprocessing.sparse_instances import scored_masks_to_labels
+from cellseg_monai.torchscript import shape_repr
 
 __all__ = ["InstanceActivationBranch", "SparseSEUNet", "aggregate_instance_features", "coordinate_channels"]
 
@@ -190,22 +191,18 @@ class SparseSEUNet(nn.Module):
             InstanceActivationBranch(channels[lvl], num_instances, inst_channels, kernel_dim) for lvl in self.levels
         )
         self.heads = self.seunet.heads
-        self.postprocess = {
-            "score_threshold": score_threshold,
-            "mask_threshold": mask_threshold,
-            "nms_threshold": nms_threshold,
-            "min_size": min_size,
-        }
+        self.score_threshold, self.mask_threshold = float(score_threshold), float(mask_threshold)
+        self.nms_threshold, self.min_size = float(nms_threshold), int(min_size)
 
     def forward_train(self, x: Tensor) -> dict[str, Tensor]:
         """(B, C, H, W) → dict of semantic logits and the predicted set (see the module docstring)."""
         if x.ndim != 4:
-            raise ValueError(f"SparseSEUNet expects (B, C, H, W) input, got shape {tuple(x.shape)}.")
+            raise ValueError(f"SparseSEUNet expects (B, C, H, W) input, got shape {shape_repr(x)}.")
         padded, (h, w) = pad_to_multiple(x, self.seunet.stride)
         semantic, levels = self.seunet.decode(padded)
         out: dict[str, list[Tensor]] = {"logits": [], "objectness": [], "masks": []}
-        for lvl, branch in zip(self.levels, self.branches, strict=True):
-            pred = branch(levels[lvl])
+        for i, branch in enumerate(self.branches):
+            pred = branch(levels[self.levels[i]])
             masks = pred["masks"]
             if masks.shape[-2:] != padded.shape[-2:]:
                 masks = F.interpolate(masks, size=padded.shape[-2:], mode="bilinear", align_corners=False)
@@ -216,20 +213,29 @@ class SparseSEUNet(nn.Module):
         result["semantic"] = semantic[..., :h, :w]
         return result
 
-    @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """(B, C, H, W) → (B, 2 + K, H, W): sparse labels, instance score map, semantic probabilities."""
-        out = self.forward_train(x)
-        class_prob = torch.sigmoid(out["logits"][..., 0])
-        if self.objectness_score:
-            class_prob = torch.sqrt(class_prob * torch.sigmoid(out["objectness"][..., 0]))
-        mask_prob = torch.sigmoid(out["masks"])
-        channels = []
-        for b in range(x.shape[0]):
-            labels, scores = sparse_instances_to_labels(class_prob[b], mask_prob[b], **self.postprocess)
-            score_map = torch.cat([scores.new_zeros(1), scores])[labels]
-            channels.append(torch.stack([labels.to(x.dtype), score_map.to(x.dtype)]))
-        return torch.cat([torch.stack(channels), torch.sigmoid(out["semantic"])], dim=1)
+        with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
+            out = self.forward_train(x)
+            class_prob = torch.sigmoid(out["logits"][..., 0])
+            if self.objectness_score:
+                class_prob = torch.sqrt(class_prob * torch.sigmoid(out["objectness"][..., 0]))
+            mask_prob = torch.sigmoid(out["masks"])
+            channels: list[Tensor] = []
+            for b in range(x.shape[0]):
+                labels, scores = scored_masks_to_labels(
+                    class_prob[b],
+                    mask_prob[b],
+                    self.score_threshold,
+                    self.mask_threshold,
+                    self.nms_threshold,
+                    self.min_size,
+                )
+                score_map = torch.cat([scores.new_zeros(1), scores])[labels]
+                channels.append(torch.stack([labels.to(x.dtype), score_map.to(x.dtype)]))
+            return torch.cat([torch.stack(channels), torch.sigmoid(out["semantic"])], dim=1)
 
     def forward(self, x: Tensor) -> dict[str, Tensor] | Tensor:
-        return self.forward_train(x) if self.training else self.predict(x)
+        if self.training:
+            return self.forward_train(x)
+        return self.predict(x)

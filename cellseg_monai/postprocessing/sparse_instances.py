@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["mask_iou_matrix", "mask_nms", "maskness", "sparse_instances_to_labels"]
+__all__ = ["mask_iou_matrix", "mask_nms", "maskness", "scored_masks_to_labels", "sparse_instances_to_labels"]
 
 
 def maskness(mask_prob: Tensor, mask_threshold: float = 0.5) -> Tensor:
@@ -55,11 +55,10 @@ def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> Tenso
         raise ValueError(f"masks ({masks.shape[0]}) and scores ({scores.shape[0]}) differ in number.")
     order = torch.argsort(scores, descending=True, stable=True)
     iou = mask_iou_matrix(masks[order]).cpu()
-    keep: list[int] = []
-    for i in range(len(order)):
-        if all(iou[i, j] <= iou_threshold for j in keep):
-            keep.append(i)
-    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
+    kept = torch.zeros(order.shape[0], dtype=torch.bool)
+    for i in range(order.shape[0]):
+        kept[i] = not bool((iou[i][kept] > iou_threshold).any())
+    return order[torch.nonzero(kept)[:, 0].to(order.device)]
 
 
 def sparse_instances_to_labels(
@@ -93,7 +92,20 @@ def sparse_instances_to_labels(
     for name, value in (("score", score_threshold), ("mask", mask_threshold), ("nms", nms_threshold)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name}_threshold must be in [0, 1], got {value}.")
-    h, w = mask_prob.shape[1:]
+    return scored_masks_to_labels(class_prob, mask_prob, score_threshold, mask_threshold, nms_threshold, min_size)
+
+
+def scored_masks_to_labels(
+    class_prob: Tensor,
+    mask_prob: Tensor,
+    score_threshold: float = 0.1,
+    mask_threshold: float = 0.5,
+    nms_threshold: float = 0.5,
+    min_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """:func:`sparse_instances_to_labels` on tensors, without argument checks (TorchScript-compatible, so networks
+    can run it in their scripted ``forward``). Same arguments and returns."""
+    h, w = mask_prob.shape[1], mask_prob.shape[2]
     masks = mask_prob > mask_threshold
     scores = class_prob.float() * maskness(mask_prob.float(), mask_threshold)
     candidates = torch.nonzero((scores >= score_threshold) & (masks.flatten(1).sum(1) >= max(min_size, 1)))[:, 0]
@@ -105,11 +117,11 @@ def sparse_instances_to_labels(
     # first (highest-scoring) claiming mask wins each pixel
     owner = torch.argmax(masks.to(torch.uint8), dim=0)
     claimed = masks.any(dim=0)
-    areas = torch.bincount(owner[claimed], minlength=len(kept))
+    areas = torch.bincount(owner[claimed], minlength=kept.shape[0])
     survivors = torch.nonzero(areas >= max(min_size, 1))[:, 0]
     if survivors.numel() == 0:
         return empty
-    new_id = torch.zeros(len(kept), dtype=torch.long, device=owner.device)
+    new_id = torch.zeros(kept.shape[0], dtype=torch.long, device=owner.device)
     new_id[survivors] = torch.arange(1, survivors.numel() + 1, device=owner.device)
     labels = torch.where(claimed, new_id[owner], torch.zeros_like(owner))
     return labels, scores[survivors]

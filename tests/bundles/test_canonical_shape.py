@@ -71,7 +71,7 @@ def test_evaluate_writes_metrics_and_predictions(trained, disc_dataset, merge):
     bundle_run(
         BUNDLE,
         ["train.json", "evaluate.json"],
-        *["--dataset_dir", str(disc_dataset), "--output_dir", str(ev), "--ckpt_path", str(model)],
+        *["--dataset_dir", str(disc_dataset), "--eval_dir", str(ev), "--ckpt_path", str(model)],
         *["--patch_size", "[64, 64]", "--merge", merge],
         *SMALL,
     )

@@ -86,7 +86,7 @@ def test_evaluate_writes_metrics(trained, disc_dataset):
         ["train.json", "evaluate.json"],
         "--dataset_dir",
         str(disc_dataset),
-        "--output_dir",
+        "--eval_dir",
         str(out / "eval"),
         "--ckpt_path",
         str(model),

@@ -78,7 +78,7 @@ def test_evaluate_writes_metrics(trained, disc_dataset):
         BUNDLE,
         ["train.json", "evaluate.json"],
         "--dataset_dir", str(disc_dataset),
-        "--output_dir", str(out / "eval"),
+        "--eval_dir", str(out / "eval"),
         "--ckpt_path", str(model),
         *TINY,
     )  # fmt: skip

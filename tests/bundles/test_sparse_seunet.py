@@ -73,7 +73,7 @@ def test_evaluate_writes_metrics(trained, disc_dataset):
         BUNDLE,
         ["train.json", "evaluate.json"],
         "--dataset_dir", str(disc_dataset),
-        "--output_dir", str(eval_dir),
+        "--eval_dir", str(eval_dir),
         "--ckpt_path", str(model),
         "--instance_decoder", "sparse",
         *TINY,

@@ -1,0 +1,182 @@
+"""Train the weights a bundle ships (``bundles/<name>/models/model.pt``) and record how they score.
+
+    OMP_NUM_THREADS=1 python benchmarks/ship.py impartial --minutes 20            # train, evaluate, install
+    python benchmarks/ship.py impartial --reuse                                   # re-evaluate the same training
+
+One command per bundle, the bundle's own ``configs/train.json`` with its defaults (annotation budget, network,
+optimiser, seed 0): it trains on the ``train`` split of ``--data`` (BBBC038, CC0) for ``--minutes`` of wall clock with
+validation switched off, so ``val`` stays unseen; the network weights of the last epoch are written as a plain
+``state_dict``; ``train.json + evaluate.json`` predicts ``val`` with them and
+:func:`cellseg_monai.metrics.folder.evaluate_folders` scores it (mean over images). Then, unless ``--no-install``:
+
+- ``bundles/<name>/models/model.pt`` is replaced by the new weights (they are this command's own output);
+- ``configs/metadata.json`` gets the ``val`` scores in ``eval_metrics`` and the command in ``eval_metrics_source``;
+- ``large_files.yml`` lists the file with its md5 (the weights travel in the bundle itself: no URL);
+- ``benchmarks/results/shipped/<name>.json`` / ``.md`` record the command, machine, seed, training length (seconds,
+  iterations, epochs), the scores and the hash; ``<name>-train.log`` keeps the training log's last lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.measure import machine_info  # noqa: E402
+from benchmarks.run import discover_bundles, evaluate_bundle, train_bundle, write_val_labels  # noqa: E402
+
+__all__ = ["SHIPPED_METRICS", "network_state_dict", "md5", "install", "main"]
+
+RESULTS = REPO / "benchmarks" / "results" / "shipped"
+#: per-image-mean ``val`` metrics written to ``metadata.json`` ``eval_metrics`` (those a method can compute)
+SHIPPED_METRICS = ["f1@0.5", "f1_mean", "ap_dsb@0.5", "ap_dsb", "aji", "pq", "coco_ap", "coco_ap50", "map", "ap@0.5"]
+LOG_LINES = 200
+
+
+def network_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights of a training checkpoint (``{"model": ..., "optimizer": ..., "trainer": ...}``) or of a
+    plain ``state_dict``, as float32 CPU tensors."""
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{checkpoint}: not a network state_dict nor a training checkpoint with a 'model' entry")
+    return {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+
+
+def md5(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pretty_json(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=4, ensure_ascii=True) + "\n")
+
+
+def install(bundle_dir: Path, weights: Path, record: dict[str, Any]) -> None:
+    """Copy ``weights`` to ``bundle_dir/models/model.pt``; write the scores to ``metadata.json`` and the hash to
+    ``large_files.yml``."""
+    target = bundle_dir / "models" / "model.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".pt.tmp")
+    tmp.write_bytes(weights.read_bytes())
+    tmp.replace(target)
+    meta_path = bundle_dir / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["eval_metrics"] = {k: round(v, 3) for k, v in record["val"].items()}
+    meta["eval_metrics_source"] = (
+        f"BBBC038 val ({record['val_images']} images, mean over images), weights models/model.pt trained by "
+        f"`{record['command']}` ({record['train']['minutes']:g} min, {record['train']['iterations']} iterations, "
+        f"{record['machine_name']}); benchmarks/results/shipped/{bundle_dir.name}.md"
+    )
+    _pretty_json(meta_path, meta)
+    (bundle_dir / "large_files.yml").write_text(
+        "# The trained weights travel inside the bundle (and its zip from `cellseg-monai export-bundle`); no URL.\n"
+        f"# Made by: {record['command']}\n"
+        "large_files:\n"
+        '  - path: "models/model.pt"\n'
+        f'    hash_val: "{record["md5"]}"\n'
+        '    hash_type: "md5"\n'
+    )
+
+
+def _markdown(record: dict[str, Any]) -> str:
+    t = record["train"]
+    lines = [
+        f"# Shipped weights: {record['bundle']}",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine_name']} ({record['machine'].get('cpu', '?')}), torch threads {record['threads']}  ",
+        f"Training: bundle defaults, seed {record['seed']}, {t['minutes']:g} min budget -> {t['seconds']:.0f} s, "
+        f"{t['iterations']} iterations, {t['epochs']} epochs, peak RSS {t['peak_rss_mb']:.0f} MB  ",
+        f"File: models/model.pt, {record['bytes'] / 1e6:.2f} MB, md5 {record['md5']}",
+        "",
+        f"BBBC038 val ({record['val_images']} images), mean over images:",
+        "",
+        "| " + " | ".join(record["val"]) + " |",
+        "|" + "---|" * len(record["val"]),
+        "| " + " | ".join(f"{v:.3f}" for v in record["val"].values()) + " |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="bundle name under bundles/")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "bbbc038", help="dataset folder")
+    p.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget")
+    p.add_argument("--epoch-length", type=int, default=25, help="iterations per epoch (time-limit granularity)")
+    p.add_argument("--work", type=Path, help="training run and predictions (default runs/ship/<bundle>)")
+    p.add_argument("--reuse", action="store_true", help="reuse a finished training in --work (evaluate again)")
+    p.add_argument("--no-install", action="store_true", help="score only; leave the bundle untouched")
+    args = p.parse_args(argv)
+    if not args.data.is_dir():
+        p.error(f"{args.data}: no such dataset folder")
+    if args.minutes <= 0:
+        p.error(f"--minutes must be > 0, got {args.minutes}")
+    args.work = args.work or REPO / "runs" / "ship" / args.bundle
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    bundles, missing = discover_bundles([args.bundle])
+    if missing:
+        print(f"error: no bundle {args.bundle!r} under {REPO / 'bundles'}", file=sys.stderr)
+        return 2
+    bundle = bundles[0]
+    args.work.mkdir(parents=True, exist_ok=True)
+    gt_dir = args.work / "gt_val"
+    val_ids = write_val_labels(args.data, gt_dir)
+    train = train_bundle(bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, [], args.reuse)
+    weights = args.work / "model.pt"
+    torch.save(network_state_dict(train["checkpoint"]), str(weights))
+    scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, [], args.reuse)
+    if scores["missing"]:
+        print(f"error: no prediction for {len(scores['missing'])} val images: {scores['missing'][:5]}", file=sys.stderr)
+        return 1
+    mean = scores["per_image_mean"]
+    seed = json.loads(bundle.config("train.json").read_text()).get("seed", 0)
+    record = {
+        "bundle": bundle.name,
+        "command": "OMP_NUM_THREADS=1 python benchmarks/ship.py " + shlex.join(a for a in argv if a != "--reuse"),
+        "machine_name": f"cpu{machine_info()['cores']}" if not torch.cuda.is_available() else "gpu",
+        "machine": machine_info(),
+        "threads": torch.get_num_threads(),
+        "seed": seed,
+        "train": {**{k: train[k] for k in ("seconds", "iterations", "epochs", "peak_rss_mb")}, "minutes": args.minutes},
+        "val_images": len(val_ids),
+        "val": {k: float(mean[k]) for k in SHIPPED_METRICS if mean.get(k) is not None},
+        "md5": md5(weights),
+        "bytes": weights.stat().st_size,
+    }
+    print(json.dumps(record["val"], indent=2), flush=True)
+    if args.no_install:
+        return 0
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _pretty_json(RESULTS / f"{bundle.name}.json", record)
+    (RESULTS / f"{bundle.name}.md").write_text(_markdown(record))
+    log = Path(train["log"]).read_text(errors="replace").splitlines()
+    (RESULTS / f"{bundle.name}-train.log").write_text("\n".join(log[-LOG_LINES:]) + "\n")
+    install(bundle.path, weights, record)
+    print(f"installed {bundle.path / 'models' / 'model.pt'} ({record['bytes'] / 1e6:.2f} MB, md5 {record['md5']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
