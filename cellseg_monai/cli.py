@@ -3,6 +3,7 @@
 cellseg-monai simulate DATASET_DIR --kind scribbles --budget 0.3
 cellseg-monai segment IMAGE_OR_FOLDER --bundle impartial --output_dir OUT [--ckpt_path model.pt]
 cellseg-monai evaluate --pred PRED_DIR --gt GT_DIR [--json OUT.json]
+cellseg-monai export-bundle NAME --out DIR
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import fire
 
-__all__ = ["simulate", "segment", "evaluate", "find_bundle", "main"]
+__all__ = ["simulate", "segment", "evaluate", "export_bundle", "find_bundle", "main"]
 
 REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -91,8 +92,22 @@ def evaluate(pred: str, gt: str, json_path: str | None = None, **kwargs: object)
     return None
 
 
+def export_bundle(bundle: str, out: str = "dist"):
+    """Write the model zoo's zip of a bundle, ``<out>/<name>_v<version>.zip``, that runs with nothing from this
+    repository (see :mod:`cellseg_monai.bundle.export`)."""
+    from cellseg_monai.bundle.export import ExportError
+    from cellseg_monai.bundle.export import export_bundle as export
+
+    try:
+        path = export(find_bundle(bundle), out)
+    except (ExportError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"wrote {path}")
+    return None
+
+
 def main() -> None:
-    fire.Fire({"simulate": simulate, "segment": segment, "evaluate": evaluate})
+    fire.Fire({"simulate": simulate, "segment": segment, "evaluate": evaluate, "export-bundle": export_bundle})
 
 
 if __name__ == "__main__":

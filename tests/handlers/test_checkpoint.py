@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from cellseg_monai.handlers.checkpoint import TrainingCheckpoint, latest_checkpoint
+from cellseg_monai.handlers.checkpoint import RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
 
 
 def test_latest_checkpoint_picks_highest_epoch(tmp_path):
@@ -65,3 +66,33 @@ def test_resume_keeps_the_new_length_of_a_one_cycle_schedule(tmp_path):
     assert run(2, False).last_epoch == 4
     sched = run(5, True)  # would raise "Tried to step 5 times" with the checkpoint's total_steps of 4
     assert sched.total_steps == 10 and sched.last_epoch == 10
+
+
+def test_a_new_run_refuses_a_folder_of_another_run(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    _engine_with(net, opt, tmp_path, resume=False).run([0, 1], max_epochs=2)
+    (tmp_path / "model.pt").write_bytes(b"best model of the first run")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RunFolderInUseError, match=r"checkpoint_epoch=2\.pt, model\.pt.*--output_dir"):
+        _engine_with(net, opt, tmp_path, resume=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing touched
+
+
+def test_overwrite_replaces_the_previous_run(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    _engine_with(net, opt, tmp_path, resume=False).run([0, 1], max_epochs=3)
+    (tmp_path / "model.pt").write_bytes(b"old")
+    engine = Engine(lambda e, b: None)
+    TrainingCheckpoint(str(tmp_path), net, opt, overwrite=True).attach(engine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # old checkpoints and best model gone before training
+    engine.run([0], max_epochs=1)
+    assert latest_checkpoint(tmp_path).endswith("=1.pt")  # a later resume finds this run, not the old epoch 3
+
+
+def test_an_empty_or_unrelated_folder_is_fine(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    net = torch.nn.Linear(2, 1)
+    _engine_with(net, torch.optim.SGD(net.parameters(), lr=0.1), tmp_path, resume=False).run([0], max_epochs=1)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
