@@ -84,10 +84,12 @@ def install(bundle_dir: Path, weights: Path, record: dict[str, Any]) -> None:
     )
     _pretty_json(meta_path, meta)
     (bundle_dir / "large_files.yml").write_text(
-        "# The trained weights travel inside the bundle (and its zip from `cellseg-monai export-bundle`); no URL.\n"
+        "# The trained weights travel inside the bundle (and its zip from `cellseg-monai export-bundle`), so there is no\n"
+        "# download URL: MONAI's download_url checks the hash of the file that is present and skips the download.\n"
         f"# Made by: {record['command']}\n"
         "large_files:\n"
         '  - path: "models/model.pt"\n'
+        '    url: ""\n'
         f'    hash_val: "{record["md5"]}"\n'
         '    hash_type: "md5"\n'
     )

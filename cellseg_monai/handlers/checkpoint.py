@@ -114,8 +114,8 @@ class TrainingCheckpoint:
                 os.remove(f)
 
     def attach(self, engine: Engine) -> None:
-        if not self.resume:
-            self._claim_folder()
+        if not self.resume:  # checked when training starts: building the trainer (a config check) writes nothing
+            engine.add_event_handler(Events.STARTED, lambda _: self._claim_folder())
         state: dict[str, Any] = {"model": self.network, "optimizer": self.optimizer, "trainer": engine}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler

@@ -74,8 +74,9 @@ def test_a_new_run_refuses_a_folder_of_another_run(tmp_path):
     _engine_with(net, opt, tmp_path, resume=False).run([0, 1], max_epochs=2)
     (tmp_path / "model.pt").write_bytes(b"best model of the first run")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    engine = _engine_with(net, opt, tmp_path, resume=False)  # building it (a config check) is fine
     with pytest.raises(RunFolderInUseError, match=r"checkpoint_epoch=2\.pt, model\.pt.*--output_dir"):
-        _engine_with(net, opt, tmp_path, resume=False)
+        engine.run([0, 1], max_epochs=2)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing touched
 
 
@@ -86,8 +87,10 @@ def test_overwrite_replaces_the_previous_run(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"old")
     engine = Engine(lambda e, b: None)
     TrainingCheckpoint(str(tmp_path), net, opt, overwrite=True).attach(engine)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # old checkpoints and best model gone before training
+    seen = []
+    engine.add_event_handler(Events.STARTED, lambda _: seen.append(sorted(p.name for p in tmp_path.iterdir())))
     engine.run([0], max_epochs=1)
+    assert seen == [[]]  # old checkpoints and best model gone before the first iteration
     assert latest_checkpoint(tmp_path).endswith("=1.pt")  # a later resume finds this run, not the old epoch 3
 
 
