@@ -12,6 +12,7 @@ validation switched off, so ``val`` stays unseen; the network weights of the las
 - ``bundles/<name>/models/model.pt`` is replaced by the new weights (they are this command's own output);
 - ``configs/metadata.json`` gets the ``val`` scores in ``eval_metrics`` and the command in ``eval_metrics_source``;
 - ``large_files.yml`` lists the file with its md5 (the weights travel in the bundle itself: no URL);
+- ``docs/README.md`` gets the scores and this command at the top of its Performance section;
 - ``benchmarks/results/shipped/<name>.json`` / ``.md`` record the command, machine, seed, training length (seconds,
   iterations, epochs), the scores and the hash; ``<name>-train.log`` keeps the training log's last lines.
 """
@@ -23,6 +24,7 @@ import hashlib
 import json
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ if str(REPO) not in sys.path:
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import discover_bundles, evaluate_bundle, train_bundle, write_val_labels  # noqa: E402
 
-__all__ = ["SHIPPED_METRICS", "network_state_dict", "md5", "install", "main"]
+__all__ = ["SHIPPED_METRICS", "network_state_dict", "md5", "install", "docs_section", "update_docs", "main"]
 
 RESULTS = REPO / "benchmarks" / "results" / "shipped"
 #: per-image-mean ``val`` metrics written to ``metadata.json`` ``eval_metrics`` (those a method can compute)
@@ -83,6 +85,7 @@ def install(bundle_dir: Path, weights: Path, record: dict[str, Any]) -> None:
         f"{record['machine_name']}); benchmarks/results/shipped/{bundle_dir.name}.md"
     )
     _pretty_json(meta_path, meta)
+    update_docs(bundle_dir / "docs" / "README.md", record)
     (bundle_dir / "large_files.yml").write_text(
         "# The trained weights travel inside the bundle (and its zip from `cellseg-monai export-bundle`), so there is no\n"
         "# download URL: MONAI's download_url checks the hash of the file that is present and skips the download.\n"
@@ -93,6 +96,51 @@ def install(bundle_dir: Path, weights: Path, record: dict[str, Any]) -> None:
         f'    hash_val: "{record["md5"]}"\n'
         '    hash_type: "md5"\n'
     )
+
+
+DOCS_START, DOCS_END = "<!-- shipped-weights:start -->", "<!-- shipped-weights:end -->"
+
+
+def docs_section(record: dict[str, Any]) -> str:
+    """The "Shipped weights" paragraph of a bundle's ``docs/README.md`` Performance section, from ``record``."""
+    t = record["train"]
+    names = list(record["val"])
+    return "\n".join(
+        [
+            DOCS_START,
+            textwrap.fill(
+                "**Shipped weights** (`models/model.pt`): the bundle's defaults trained on the BBBC038 `train` images "
+                f"for {t['minutes']:g} minutes of wall clock ({t['iterations']} iterations, {record['machine_name']}: "
+                f"{record['machine'].get('cpu', '?')}, {record['threads']} torch thread(s), seed {record['seed']}), "
+                f"scored on the {record['val_images']} `val` images (mean over images), by",
+                width=118,
+            ),
+            "",
+            f"    {record['command']}",
+            "",
+            "| " + " | ".join(names) + " |",
+            "|" + "---|" * len(names),
+            "| " + " | ".join(f"{record['val'][k]:.3f}" for k in names) + " |",
+            "",
+            f"Record: [`benchmarks/results/shipped/{record['bundle']}.md`]"
+            f"(../../../benchmarks/results/shipped/{record['bundle']}.md).",
+            DOCS_END,
+        ]
+    )
+
+
+def update_docs(readme: Path, record: dict[str, Any]) -> None:
+    """Replace the shipped-weights paragraph of ``readme`` (or insert it at the top of its Performance section)."""
+    text = readme.read_text()
+    section = docs_section(record)
+    if DOCS_START in text and DOCS_END in text:
+        head, rest = text.split(DOCS_START, 1)
+        text = head + section + rest.split(DOCS_END, 1)[1]
+    elif "## Performance\n" in text:
+        text = text.replace("## Performance\n", "## Performance\n" + section + "\n\n", 1)
+    else:
+        raise ValueError(f"{readme}: no '## Performance' section for the shipped weights' scores")
+    readme.write_text(text)
 
 
 def _markdown(record: dict[str, Any]) -> str:
