@@ -1,0 +1,73 @@
+"""``benchmarks/ship.py``: what installing shipped weights writes into a bundle (on a copy), and the weights format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.ship import DOCS_END, DOCS_START, install, network_state_dict  # noqa: E402
+
+RECORD = {
+    "bundle": "supervised_unet",
+    "command": "OMP_NUM_THREADS=1 python benchmarks/ship.py supervised_unet --minutes 3",
+    "machine_name": "cpu2",
+    "machine": {"cpu": "test CPU"},
+    "threads": 1,
+    "seed": 0,
+    "train": {"seconds": 180.0, "iterations": 42, "epochs": 2, "peak_rss_mb": 100.0, "minutes": 3.0},
+    "val_images": 67,
+    "val": {"f1@0.5": 0.81234, "ap_dsb@0.5": 0.7},
+}
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    copy = tmp_path / "supervised_unet"
+    shutil.copytree(REPO / "bundles" / "supervised_unet", copy, ignore=shutil.ignore_patterns("runs", "*.pt"))
+    return copy
+
+
+def test_install_writes_weights_metadata_hash_and_docs(bundle, tmp_path):
+    net = torch.nn.Conv2d(3, 2, 3)
+    weights = tmp_path / "new.pt"
+    torch.save(net.state_dict(), weights)
+    record = {**RECORD, "md5": hashlib.md5(weights.read_bytes()).hexdigest()}
+    install(bundle, weights, record)
+
+    assert (bundle / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"] == {"f1@0.5": 0.812, "ap_dsb@0.5": 0.7}
+    assert RECORD["command"] in meta["eval_metrics_source"] and "42 iterations" in meta["eval_metrics_source"]
+    assert (bundle / "configs" / "metadata.json").read_text() == json.dumps(meta, indent=4) + "\n"  # zoo format
+    assert f'hash_val: "{record["md5"]}"' in (bundle / "large_files.yml").read_text()
+    docs = (bundle / "docs" / "README.md").read_text()
+    section = docs.split(DOCS_START)[1].split(DOCS_END)[0]
+    assert RECORD["command"] in section and "| 0.812 | 0.700 |" in section
+    assert docs.index("## Performance") < docs.index(DOCS_START) < docs.index("## Commands")
+
+    install(bundle, weights, {**record, "val": {"f1@0.5": 0.5}})  # a second install replaces, not appends
+    docs = (bundle / "docs" / "README.md").read_text()
+    assert docs.count(DOCS_START) == 1 and "| 0.500 |" in docs and "0.812" not in docs
+
+
+def test_network_state_dict_from_a_training_checkpoint_or_a_plain_state_dict(tmp_path):
+    net = torch.nn.Linear(2, 3).double()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "ckpt.pt")
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    for name in ("ckpt.pt", "plain.pt"):
+        state = network_state_dict(tmp_path / name)
+        assert set(state) == {"weight", "bias"} and state["weight"].dtype == torch.float32
+        torch.testing.assert_close(state["weight"], net.weight.float())
+    torch.save({"optimizer": opt.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        network_state_dict(tmp_path / "other.pt")
