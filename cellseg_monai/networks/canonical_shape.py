@@ -47,8 +47,9 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import Tensor, nn
 
 from cellseg_monai.networks.blocks.implicit_shape import ImplicitShapeMLP
+from cellseg_monai.torchscript import shape_repr
 
-__all__ = ["BACKBONES", "CanonicalShapeNet", "DilatedResNet", "render_instances"]
+__all__ = ["BACKBONES", "CanonicalShapeNet", "DilatedResNet", "canonical_coordinates", "render_instances"]
 
 #: name -> (block type, blocks per stage). "resnet50" is the paper's encoder (Sec. 2.4); "resnet10" the CPU default.
 BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -174,6 +175,44 @@ class DilatedResNet(nn.Module):
         return self.stages(self.stem(x))
 
 
+def canonical_coordinates(params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
+    """Canonical coordinates X_c = L⁻¹ (X - c - t) of every instance at every pixel of a (H', W') grid (Eq. 1).
+
+    Args:
+        params: :meth:`CanonicalShapeNet.predict_parameters`'s dict; reads "L" (B, N, 2, 2) lower-triangular
+            (acts on (x, y)), "t" (B, N, 2) and "centre" (B, N, 2) in input pixels (x, y) and "image_size" (B, 2) =
+            (H, W) of the input in pixels (see the module docstring for the coordinate system).
+        size: output (H', W'); any resolution (the paper: 1/4 in training, full at inference).
+
+    Returns:
+        (B, N, H', W', 2) canonical (x, y), the input of the canonical shape (TorchScript-compatible).
+    """
+    if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
+        raise ValueError(f"size must be (H', W') with positive sides; got {size}.")
+    missing: list[str] = []
+    for k in ["L", "t", "centre", "presence", "image_size"]:
+        if k not in params:
+            missing.append(k)
+    if len(missing) > 0:
+        raise ValueError(f"params lack {missing}; expected the dict of CanonicalShapeNet.predict_parameters.")
+    L, pos, image_size = params["L"], params["centre"] + params["t"], params["image_size"]
+    if L.ndim != 4 or L.shape[-2] != 2 or L.shape[-1] != 2 or list(pos.shape) != [L.shape[0], L.shape[1], 2]:
+        raise ValueError(f"params need L (B, N, 2, 2) and t, centre (B, N, 2); got {shape_repr(L)}, {shape_repr(pos)}.")
+    h_out, w_out = int(size[0]), int(size[1])
+    dev, dt = L.device, L.dtype
+    rows = torch.arange(h_out, device=dev, dtype=dt) + 0.5
+    cols = torch.arange(w_out, device=dev, dtype=dt) + 0.5
+    # input-pixel positions of the output pixel centres: (B, 1, H', 1) and (B, 1, 1, W')
+    ys = (rows[None, :] * (image_size[:, 0:1].to(dt) / h_out))[:, None, :, None]
+    xs = (cols[None, :] * (image_size[:, 1:2].to(dt) / w_out))[:, None, None, :]
+    dx = xs - pos[..., 0, None, None]  # (B, N, 1, W')
+    dy = ys - pos[..., 1, None, None]  # (B, N, H', 1)
+    l11, l21, l22 = (L[..., 0, 0, None, None], L[..., 1, 0, None, None], L[..., 1, 1, None, None])
+    xc = (dx / l11).expand(-1, -1, h_out, -1)  # forward substitution of L X_c = X - c - t
+    yc = (dy - l21 * xc) / l22
+    return torch.stack([xc, yc], dim=-1)
+
+
 def render_instances(
     shape: nn.Module, params: dict[str, Tensor], size: Sequence[int], with_presence: bool = True
 ) -> Tensor:
@@ -190,29 +229,7 @@ def render_instances(
     Returns:
         (B, N, H', W') probabilities in [0, 1].
     """
-    if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
-        raise ValueError(f"size must be (H', W') with positive sides; got {size!r}.")
-    missing = [k for k in ("L", "t", "centre", "presence", "image_size") if k not in params]
-    if missing:
-        raise ValueError(f"params lack {missing}; expected the dict of CanonicalShapeNet.predict_parameters.")
-    L, pos, image_size = params["L"], params["centre"] + params["t"], params["image_size"]
-    if L.ndim != 4 or L.shape[-2:] != (2, 2) or pos.shape != L.shape[:2] + (2,):
-        raise ValueError(
-            f"params need L (B, N, 2, 2) and t, centre (B, N, 2); got {tuple(L.shape)}, {tuple(pos.shape)}."
-        )
-    h_out, w_out = int(size[0]), int(size[1])
-    dev, dt = L.device, L.dtype
-    rows = torch.arange(h_out, device=dev, dtype=dt) + 0.5
-    cols = torch.arange(w_out, device=dev, dtype=dt) + 0.5
-    # input-pixel positions of the output pixel centres: (B, 1, H', 1) and (B, 1, 1, W')
-    ys = (rows[None, :] * (image_size[:, 0:1].to(dt) / h_out))[:, None, :, None]
-    xs = (cols[None, :] * (image_size[:, 1:2].to(dt) / w_out))[:, None, None, :]
-    dx = xs - pos[..., 0, None, None]  # (B, N, 1, W')
-    dy = ys - pos[..., 1, None, None]  # (B, N, H', 1)
-    l11, l21, l22 = (L[..., 0, 0, None, None], L[..., 1, 0, None, None], L[..., 1, 1, None, None])
-    xc = (dx / l11).expand(-1, -1, h_out, -1)  # forward substitution of L X_c = X - c - t
-    yc = (dy - l21 * xc) / l22
-    prob = torch.exp(shape(torch.stack([xc, yc], dim=-1)))
+    prob = torch.exp(shape(canonical_coordinates(params, size)))
     if with_presence:
         prob = prob * params["presence"][..., None, None]
     return prob
@@ -243,6 +260,11 @@ class CanonicalShapeNet(nn.Module):
     :meth:`predict_parameters`, :meth:`render_instances` and :meth:`predict_instances` expose the per-instance
     affine parameters and masks for post-processing and explainability; :meth:`canonical_shape` draws the shape.
     """
+
+    # TorchScript reads module-level floats only as module constants
+    __constants__ = ["_min_diag", "_softplus_one"]
+    _min_diag = _MIN_DIAG
+    _softplus_one = _SOFTPLUS_ONE
 
     def __init__(
         self,
@@ -281,6 +303,8 @@ class CanonicalShapeNet(nn.Module):
         if self.base_scale <= 0:
             raise ValueError(f"base_scale must be > 0; got {base_scale!r}.")
         self.max_offset = max_offset
+        #: without gradients, :meth:`render` evaluates at most this many (instance, pixel) points at a time
+        self.render_chunk_points = 1 << 22
         c = int(self.encoder.out_channels)
         self.affine_head = nn.Conv2d(c, 5 * self.instances_per_cell, 1)
         self.presence_head = nn.Conv2d(c, self.instances_per_cell, 1)
@@ -295,6 +319,7 @@ class CanonicalShapeNet(nn.Module):
         a = self.instances_per_cell
         return x.view(b, a, k, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * a, k)
 
+    @torch.jit.export
     def predict_parameters(self, image: Tensor) -> dict[str, Tensor]:
         """Encoder + heads (Sec. 2.4): per-instance affine parameters and presence, in input pixels.
 
@@ -308,14 +333,14 @@ class CanonicalShapeNet(nn.Module):
             centres (x, y) in pixels; "presence" (B, N) p(z) in (0, 1); "image_size" (B, 2) = (H, W).
         """
         if image.ndim != 4:
-            raise ValueError(f"image must be (B, C, H, W); got shape {tuple(image.shape)}.")
+            raise ValueError(f"image must be (B, C, H, W); got shape {shape_repr(image)}.")
         b, _, hh, ww = image.shape
         feats = self.encoder(image)
         h, w = feats.shape[-2:]
         raw = self._per_instance(self.affine_head(feats), 5)  # (B, N, 5)
         s = self.base_scale
-        l11 = s * (F.softplus(raw[..., 0] + _SOFTPLUS_ONE) + _MIN_DIAG)
-        l22 = s * (F.softplus(raw[..., 2] + _SOFTPLUS_ONE) + _MIN_DIAG)
+        l11 = s * (F.softplus(raw[..., 0] + self._softplus_one) + self._min_diag)
+        l22 = s * (F.softplus(raw[..., 2] + self._softplus_one) + self._min_diag)
         l21 = s * raw[..., 1]
         zero = torch.zeros_like(l11)
         L = torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], -2)
@@ -332,14 +357,13 @@ class CanonicalShapeNet(nn.Module):
         image_size = torch.tensor([hh, ww], device=image.device, dtype=L.dtype).expand(b, 2)
         return {"L": L, "t": t, "centre": centre, "presence": presence, "image_size": image_size}
 
-    def render_instances(self, params: dict[str, Tensor], size: Sequence[int]) -> Tensor:
+    @torch.jit.export
+    def render_instances(self, params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
         """Per-instance masks p(s) · p(z) (Eq. 1-2) at any (H', W'): (B, N, H', W') in [0, 1]."""
-        return render_instances(self.shape, params, size)
+        # :func:`render_instances` with this network's shape (a module cannot be a TorchScript function argument)
+        return torch.exp(self.shape(canonical_coordinates(params, size))) * params["presence"][..., None, None]
 
-    #: without gradients, :meth:`render` evaluates at most this many (instance, pixel) points at a time
-    render_chunk_points: int = 1 << 22
-
-    def render(self, params: dict[str, Tensor], size: Sequence[int]) -> Tensor:
+    def render(self, params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
         """Combined mask max_n p(s) · p(z) (Eq. 2) at any (H', W'): (B, 1, H', W') in [0, 1].
 
         Without gradients (inference) the instances are rendered in chunks and max-reduced as they come, so the
@@ -349,16 +373,20 @@ class CanonicalShapeNet(nn.Module):
         step = max(1, self.render_chunk_points // max(1, per_instance))
         if torch.is_grad_enabled() or step >= n:
             return self.render_instances(params, size).amax(dim=1, keepdim=True)
-        out = None
+        out: Tensor | None = None
         for i in range(0, n, step):
             sub = {k: (v[:, i : i + step] if k != "image_size" else v) for k, v in params.items()}
             part = self.render_instances(sub, size).amax(dim=1, keepdim=True)
             out = part if out is None else torch.maximum(out, part)
+        assert out is not None  # n > step >= 1: the loop ran
         return out
 
     def output_size(self, image: Tensor) -> tuple[int, int]:
         """(H', W') = (round(H · render_scale), round(W · render_scale)), at least 1."""
-        return (max(1, round(image.shape[-2] * self.render_scale)), max(1, round(image.shape[-1] * self.render_scale)))
+        return (
+            max(1, int(round(image.shape[-2] * self.render_scale))),
+            max(1, int(round(image.shape[-1] * self.render_scale))),
+        )
 
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         """(B, C, H, W) image → (B, 1, H', W') combined mask probability in [0, 1] (see :meth:`output_size`); in

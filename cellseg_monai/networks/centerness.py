@@ -16,12 +16,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.apps.detection.utils.box_coder import BoxCoder
+import torch.nn.functional as F
 from monai.data.box_utils import box_iou
 from scipy import ndimage
 from torch import nn
 
-__all__ = ["CenternessModule", "ignore_matched_negatives", "instance_boxes", "pixel_anchors"]
+from cellseg_monai.networks.blocks.box_ops import decode_boxes
+
+__all__ = ["CenternessModule", "component_peaks", "ignore_matched_negatives", "instance_boxes", "pixel_anchors"]
 
 
 def instance_boxes(labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,13 +52,13 @@ def instance_boxes(labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, tor
     return boxes.to(device), torch.tensor(ids, dtype=torch.int64, device=device)
 
 
-def pixel_anchors(height: int, width: int, stride: int, size: Sequence[float] | torch.Tensor) -> torch.Tensor:
+def pixel_anchors(height: int, width: int, stride: int, size: torch.Tensor | list[float]) -> torch.Tensor:
     """One anchor per feature pixel: a box of ``size`` (h, w) centred at image pixel ``(i·s + s//2, j·s + s//2)``.
 
     ``s`` is the ``stride``. The centres are those of ``monai.apps.detection.utils.anchor_utils.AnchorGenerator``. Returns (h·w, 4) boxes in
     row-major pixel order.
     """
-    size_t = torch.as_tensor(size, dtype=torch.float32)
+    size_t = size.to(torch.float32) if isinstance(size, torch.Tensor) else torch.tensor(size, dtype=torch.float32)
     cy = torch.arange(height, dtype=torch.float32, device=size_t.device) * stride + stride // 2
     cx = torch.arange(width, dtype=torch.float32, device=size_t.device) * stride + stride // 2
     yy, xx = torch.meshgrid(cy, cx, indexing="ij")
@@ -88,6 +90,61 @@ def ignore_matched_negatives(
     return out
 
 
+def component_peaks(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Flat index (row · W + column) of the peak of every 8-connected component of ``prob > threshold``.
+
+    Args:
+        prob: (H, W) probabilities.
+        threshold: components are the connected regions above it.
+
+    Returns:
+        (K,) int64 on ``prob``'s device, components in ``scipy.ndimage.label`` order (by their first pixel in raster
+        order). In eager mode the peaks come from ``scipy.ndimage.maximum_position``; under TorchScript (which cannot
+        call SciPy) from :func:`_torch_component_peaks`. The two agree except where a component's maximum is reached
+        at several pixels (exactly equal float32 values): SciPy's pick among those follows NumPy's unstable sort,
+        the TorchScript one is the first in raster order.
+    """
+    if torch.jit.is_scripting():
+        return _torch_component_peaks(prob, threshold)
+    else:
+        return _scipy_component_peaks(prob, threshold)
+
+
+def _scipy_component_peaks(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    p = prob.detach().cpu().numpy()
+    comp, n = ndimage.label(p > threshold, structure=np.ones((3, 3)))
+    if n == 0:
+        return torch.zeros((0,), dtype=torch.long, device=prob.device)
+    peaks = ndimage.maximum_position(p, comp, index=np.arange(1, n + 1))
+    return torch.tensor([r * p.shape[1] + c for r, c in peaks], dtype=torch.long, device=prob.device)
+
+
+def _torch_component_peaks(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    """:func:`component_peaks` in torch: each component takes the smallest flat index of its pixels (propagated by
+    3×3 min-pooling within the mask until stable); ties of the maximum go to the first pixel in raster order."""
+    h, w = prob.shape[0], prob.shape[1]
+    mask = prob > threshold
+    if not bool(mask.any()):
+        return torch.zeros((0,), dtype=torch.long, device=prob.device)
+    index = torch.arange(h * w, device=prob.device, dtype=torch.float64).reshape(1, 1, h, w)  # exact integers
+    background = torch.full_like(index, float(h * w))
+    first = torch.where(mask, index, background)
+    while True:
+        spread = torch.where(mask, -F.max_pool2d(-first, 3, stride=1, padding=1), background)
+        if torch.equal(spread, first):
+            break
+        first = spread
+    pixels = torch.nonzero(mask.flatten())[:, 0]  # raster order
+    values = prob.flatten()[pixels]
+    _, component = torch.unique(first.flatten()[pixels], return_inverse=True)  # sorted: ndimage.label's order
+    k = int(component.max()) + 1
+    peak = torch.full((k,), -float("inf"), dtype=values.dtype, device=prob.device)
+    peak = peak.scatter_reduce(0, component, values, "amax")
+    at_peak = values == peak[component]
+    flat = torch.full((k,), h * w, dtype=torch.long, device=prob.device)
+    return flat.scatter_reduce(0, component[at_peak], pixels[at_peak], "amin")
+
+
 class CenternessModule(nn.Module):
     """Centerness logit and box deltas on one feature map, (B, C, h, w) → ((B, 1, h, w), (B, 4, h, w)).
 
@@ -99,8 +156,6 @@ class CenternessModule(nn.Module):
         momentum: weight of each batch's median in the running anchor size.
         threshold: centerness probability above which pixels form detections (0.95 in the paper).
     """
-
-    box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 
     def __init__(
         self,
@@ -139,9 +194,8 @@ class CenternessModule(nn.Module):
         median = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1).median(dim=0).values
         self.anchor_size.mul_(1 - self.momentum).add_(self.momentum * median.to(self.anchor_size))
 
-    @torch.no_grad()
     def detect(
-        self, logits: torch.Tensor, deltas: torch.Tensor, stride: int, image_size: Sequence[int] | None = None
+        self, logits: torch.Tensor, deltas: torch.Tensor, stride: int, image_size: tuple[int, int] | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Nuclei found by the module: one box per connected component of ``sigmoid(logits) > threshold``.
 
@@ -154,23 +208,21 @@ class CenternessModule(nn.Module):
             Per image ``(boxes (K, 4), scores (K,))``: the box decoded at each component's peak (8-connectivity)
             and the peak probability.
         """
-        b, _, h, w = logits.shape
-        prob = torch.sigmoid(logits[:, 0])
-        anchors = pixel_anchors(h, w, stride, self.anchor_size).to(logits.device)
-        out = []
-        for i in range(b):
-            p = prob[i].cpu().numpy()
-            comp, n = ndimage.label(p > self.threshold, structure=np.ones((3, 3)))
-            if n == 0:
-                out.append((logits.new_zeros((0, 4)), logits.new_zeros((0,))))
-                continue
-            peaks = ndimage.maximum_position(p, comp, index=np.arange(1, n + 1))
-            flat = torch.tensor([r * w + c for r, c in peaks], dtype=torch.long, device=logits.device)
-            d = deltas[i].reshape(4, -1)[:, flat].T
-            boxes = self.box_coder.decode_single(d.float(), anchors[flat])
-            if image_size is not None:
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[0])
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[1])
-            keep = ((boxes[:, 2] - boxes[:, 0]) > 1) & ((boxes[:, 3] - boxes[:, 1]) > 1)
-            out.append((boxes[keep].to(logits.dtype), prob[i].reshape(-1)[flat][keep]))
-        return out
+        with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
+            h, w = logits.shape[-2], logits.shape[-1]
+            prob = torch.sigmoid(logits[:, 0])
+            anchors = pixel_anchors(h, w, stride, self.anchor_size).to(logits.device)
+            out: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for i in range(logits.shape[0]):
+                flat = component_peaks(prob[i], self.threshold)
+                if flat.numel() == 0:
+                    out.append((logits.new_zeros((0, 4)), logits.new_zeros((0,))))
+                    continue
+                d = deltas[i].reshape(4, -1)[:, flat].T
+                boxes = decode_boxes(d.float(), anchors[flat], (1.0, 1.0, 1.0, 1.0))
+                if image_size is not None:
+                    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[0])
+                    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[1])
+                keep = ((boxes[:, 2] - boxes[:, 0]) > 1) & ((boxes[:, 3] - boxes[:, 1]) > 1)
+                out.append((boxes[keep].to(logits.dtype), prob[i].reshape(-1)[flat][keep]))
+            return out

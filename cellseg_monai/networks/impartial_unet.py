@@ -28,6 +28,8 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import Tensor, nn
 
+from cellseg_monai.torchscript import shape_repr
+
 __all__ = [
     "ImPartialUNet",
     "check_classes",
@@ -90,11 +92,14 @@ def split_output(raw: Tensor, classes: Sequence[int], in_channels: int) -> tuple
         ``logits`` ``(B, M, H, W)`` (unnormalised) and ``means`` ``(B, M, C, H, W)`` (image units, e.g. [0, 1]);
         without the batch axis when ``raw`` has none.
     """
-    m = _check_raw(raw, classes, in_channels)
-    lead = raw.shape[:-3]
-    h, w = raw.shape[-2:]
+    return _split_output(raw, _check_raw(raw, classes, in_channels), in_channels)
+
+
+def _split_output(raw: Tensor, m: int, in_channels: int) -> tuple[Tensor, Tensor]:
+    """:func:`split_output` without checks, given M (TorchScript-compatible)."""
+    shape = list(raw.shape)
     logits = raw[..., :m, :, :]
-    means = raw[..., m:, :, :].reshape(*lead, m, in_channels, h, w)
+    means = raw[..., m:, :, :].reshape(shape[:-3] + [m, in_channels, shape[-2], shape[-1]])
     return logits, means
 
 
@@ -111,10 +116,15 @@ def class_log_probabilities(raw: Tensor, classes: Sequence[int]) -> Tensor:
         ``(B, K, H, W)`` (or ``(K, H, W)``), K = len(classes), values ≤ 0.
     """
     cls = check_classes(classes)
-    m = _check_raw(raw, cls, None)
-    logits = raw[..., :m, :, :]
+    _check_raw(raw, cls, None)
+    return _class_log_probabilities(raw, list(cls))
+
+
+def _class_log_probabilities(raw: Tensor, classes: list[int]) -> Tensor:
+    """:func:`class_log_probabilities` without checks (TorchScript-compatible)."""
+    logits = raw[..., : sum(classes), :, :]
     log_pi = torch.log_softmax(logits, dim=-3)
-    parts = torch.split(log_pi, list(cls), dim=-3)
+    parts = torch.split(log_pi, classes, dim=-3)
     return torch.cat([torch.logsumexp(p, dim=-3, keepdim=True) for p in parts], dim=-3)
 
 
@@ -191,6 +201,7 @@ class ImPartialUNet(nn.Module):
     ) -> None:
         super().__init__()
         self.classes = check_classes(classes)
+        self._class_sizes = list(self.classes)  # the same as a list: TorchScript has no tuple of any length
         if int(in_channels) < 1:
             raise ValueError(f"in_channels must be >= 1; got {in_channels}.")
         if int(depth) < 1:
@@ -230,14 +241,14 @@ class ImPartialUNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_channels, H, W)`` → raw ``(B, M + M*C, H, W)`` or class probabilities ``(B, K, H, W)``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got shape {tuple(x.shape)}.")
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W); got shape {shape_repr(x)}.")
         factor = 2**self.depth
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
                 f"input height and width must be divisible by 2**depth = {factor} (depth={self.depth}); got "
-                f"{tuple(x.shape[-2:])}. Pad the image or use tiles (roi_size) that are multiples of {factor}."
+                f"({x.shape[-2]}, {x.shape[-1]}). Pad the image or use tiles (roi_size) that are multiples of {factor}."
             )
-        skips = []
+        skips: list[Tensor] = []
         h = x
         for level, enc in enumerate(self.encoders):
             h = enc(h if level == 0 else self.pool(h))
@@ -249,12 +260,12 @@ class ImPartialUNet(nn.Module):
         if self.fg_mean_prior:
             raw = self._apply_fg_mean_prior(raw)
         if self.output == "probabilities":
-            return class_probabilities(raw, self.classes)
+            return _class_log_probabilities(raw, self._class_sizes).exp()  # = class_probabilities, scriptable
         return raw
 
     def _apply_fg_mean_prior(self, raw: Tensor) -> Tensor:
         """Foreground means := mean of background means + head output (offset); logits, bg means unchanged."""
-        logits, means = split_output(raw, self.classes, self.in_channels)  # means (B, M, C, H, W)
+        logits, means = _split_output(raw, self.num_components, self.in_channels)  # means (B, M, C, H, W)
         m0 = self.classes[0]
         bg = means[:, :m0]
         fg = bg.mean(dim=1, keepdim=True) + means[:, m0:]

@@ -30,9 +30,19 @@ import torch.nn.functional as F
 
 from cellseg_monai.networks.blocks.lacss_lpn import LocationProposalHead, decode_lpn
 from cellseg_monai.networks.blocks.lacss_segmentor import LacssSegmentor, paste_instances
-from cellseg_monai.postprocessing.nms import distance_nms
+from cellseg_monai.postprocessing.nms import torch_distance_nms
+from cellseg_monai.torchscript import shape_repr
 
 __all__ = ["Lacss", "LacssAuxNet", "LacssBackbone", "match_locations"]
+
+
+@torch.jit.interface
+class _Layer(nn.Module):
+    """TorchScript interface of the layers in the backbone's ModuleLists: lets ``self.up[i]`` take a variable ``i``
+    (called as ``.forward``; TorchScript calls interface-typed modules only that way)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # the argument name of nn.Sequential and nn.Conv2d
+        pass
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -67,6 +77,7 @@ class LacssBackbone(nn.Module):
         if lpn_stride < 1 or lpn_stride & (lpn_stride - 1):
             raise ValueError(f"lpn_stride must be a power of two, got {lpn_stride}")
         self.kind, self.lpn_stride = kind, lpn_stride
+        self.lpn_level = lpn_stride.bit_length() - 1  # log2(lpn_stride)
         if kind == "unet":
             n = len(features)
             if n < 2 or lpn_stride > 2 ** (n - 1):
@@ -85,8 +96,7 @@ class LacssBackbone(nn.Module):
                     for i in range(n - 1)
                 ]
             )
-            level = lpn_stride.bit_length() - 1
-            self.lpn_out = nn.Conv2d(features[level], out_channels, 1)
+            self.lpn_out = nn.Conv2d(features[self.lpn_level], out_channels, 1)
             self.seg_out = nn.Conv2d(features[0], out_channels, 1)
         elif kind == "resnet50":
             from monai.networks.nets import ResNet
@@ -107,31 +117,40 @@ class LacssBackbone(nn.Module):
             raise ValueError(f"backbone kind must be 'unet' or 'resnet50', got {kind!r}")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.kind == "unet":
-            skips = []
-            for block in self.down:
-                x = block(x)
-                skips.append(x)
-            y = skips[-1]
-            outs = {len(skips) - 1: y}
-            for i in range(len(skips) - 2, -1, -1):
-                y = F.interpolate(y, size=skips[i].shape[-2:], mode="nearest")
-                y = self.up[i](torch.cat([y, skips[i]], dim=1))
-                outs[i] = y
-            level = self.lpn_stride.bit_length() - 1
-            return {"lpn": self.lpn_out(outs[level]), "seg": self.seg_out(outs[0])}
+        # hasattr rather than self.kind: TorchScript then compiles only the branch of the modules that exist
+        if hasattr(self, "encoder"):
+            return self._resnet50_features(x)
+        return self._unet_features(x)
+
+    def _unet_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        skips: list[torch.Tensor] = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        y = skips[-1]
+        outs = {len(skips) - 1: y}
+        for i in range(len(skips) - 2, -1, -1):
+            y = F.interpolate(y, size=skips[i].shape[-2:], mode="nearest")
+            up: _Layer = self.up[i]
+            y = up.forward(torch.cat([y, skips[i]], dim=1))
+            outs[i] = y
+        return {"lpn": self.lpn_out(outs[self.lpn_level]), "seg": self.seg_out(outs[0])}
+
+    def _resnet50_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         e = self.encoder
-        y = e.maxpool(e.act(e.bn1(e.conv1(x))))
-        feats = []
-        for layer in (e.layer1, e.layer2, e.layer3, e.layer4):
-            y = layer(y)
-            feats.append(y)
-        top = self.lateral[3](feats[3])
-        pyramid = [self.smooth[3](top)]
-        for i in (2, 1, 0):
-            top = self.lateral[i](feats[i]) + F.interpolate(top, size=feats[i].shape[-2:], mode="nearest")
-            pyramid.insert(0, self.smooth[i](top))
-        level = self.lpn_stride.bit_length() - 1 - 2  # pyramid[0] is stride 4
+        c2 = e.layer1(e.maxpool(e.act(e.bn1(e.conv1(x)))))
+        c3 = e.layer2(c2)
+        c4 = e.layer3(c3)
+        feats = [c2, c3, c4, e.layer4(c4)]
+        pyramid: list[torch.Tensor] = []
+        top = feats[3]
+        for i in range(3, -1, -1):  # top-down
+            lateral: _Layer = self.lateral[i]
+            smooth: _Layer = self.smooth[i]
+            lat = lateral.forward(feats[i])
+            top = lat if i == 3 else lat + F.interpolate(top, size=feats[i].shape[-2:], mode="nearest")
+            pyramid.insert(0, smooth.forward(top))
+        level = self.lpn_level - 2  # pyramid[0] is stride 4
         full = F.interpolate(pyramid[0], size=x.shape[-2:], mode="bilinear", align_corners=False)
         return {"lpn": self.lpn_out(pyramid[level]), "seg": self.seg_out(torch.cat([full, self.stem(x)], dim=1))}
 
@@ -243,28 +262,31 @@ class Lacss(nn.Module):
         if self.size_divisor % seg_stride:
             raise ValueError(f"seg_stride {seg_stride} must divide the backbone's size divisor {self.size_divisor}")
         self.auxnet = LacssAuxNet(in_channels) if use_auxnet else None
-        self.nms_distance, self.score_threshold = nms_distance, score_threshold
+        self.nms_distance, self.score_threshold = float(nms_distance), float(score_threshold)
         self.top_k, self.max_instances = top_k, max_instances
-        self.mask_threshold, self.min_area = mask_threshold, min_area
-        self.max_offset, self.seg_chunk = max_offset, seg_chunk
+        self.mask_threshold, self.min_area = float(mask_threshold), int(min_area)
+        self.max_offset, self.seg_chunk = float(max_offset), int(seg_chunk)
 
     def _pad(self, image: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[-2:]
+        h, w = image.shape[-2], image.shape[-1]
         d = self.size_divisor
         return F.pad(image, (0, (-w) % d, 0, (-h) % d))
 
-    def forward(self, image: torch.Tensor, points: torch.Tensor | None = None) -> Any:
-        """(B, C, H, W) image → (B, 2, H, W) [labels, score]; in training with ``points`` (B, 1, H, W) → dict."""
+    def forward(self, image: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor | dict[str, Any]:
+        """(B, C, H, W) image → (B, 2, H, W) [labels, score]; in training with ``points`` (B, 1, H, W) → dict.
+
+        Under TorchScript (``torch.jit.script``, e.g. ``ckpt_export``) only the inference path is compiled: the
+        training dict holds Python values TorchScript cannot type, and exported networks only infer."""
         if image.ndim != 4:
-            raise ValueError(f"Lacss expects a (B, C, H, W) image, got shape {tuple(image.shape)}")
-        h, w = image.shape[-2:]
+            raise ValueError(f"Lacss expects a (B, C, H, W) image, got shape {shape_repr(image)}")
+        h, w = image.shape[-2], image.shape[-1]
         x = self._pad(image)
         feats = self.backbone(x)
         logits, offsets = self.lpn(feats["lpn"])
         projected = self.segmentor.project_features(feats["seg"])
-        if self.training and points is not None:
+        if not torch.jit.is_scripting() and self.training and points is not None:
             return self._train_outputs(x, logits, offsets, projected, points)
-        return self._infer(logits, offsets, projected, (image.shape[0], *x.shape[-2:]))[..., :h, :w]
+        return self._infer(logits, offsets, projected, (image.shape[0], x.shape[-2], x.shape[-1]))[..., :h, :w]
 
     def _train_outputs(
         self,
@@ -305,35 +327,44 @@ class Lacss(nn.Module):
         out["aux_logits"] = self.auxnet(x) if self.auxnet is not None else None
         return out
 
-    @torch.no_grad()
     def _infer(
         self, logits: torch.Tensor, offsets: torch.Tensor, projected: torch.Tensor, shape: tuple[int, int, int]
     ) -> torch.Tensor:
-        loc, score = decode_lpn(torch.sigmoid(logits), offsets, self.lpn_stride)
-        b, h, w = shape
-        bidx, centers, scores = [], [], []
-        for i in range(b):
-            inside = (loc[i, :, 0] > -0.5) & (loc[i, :, 0] < h - 0.5) & (loc[i, :, 1] > -0.5) & (loc[i, :, 1] < w - 0.5)
-            cand = torch.nonzero(inside)[:, 0]
-            keep = cand[
-                distance_nms(
-                    loc[i, cand],
-                    score[i, cand],
-                    self.nms_distance,
-                    self.score_threshold,
-                    self.top_k,
-                    self.max_instances,
+        with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
+            loc, score = decode_lpn(torch.sigmoid(logits), offsets, self.lpn_stride)
+            b, h, w = shape
+            bidx: list[torch.Tensor] = []
+            centers: list[torch.Tensor] = []
+            scores: list[torch.Tensor] = []
+            for i in range(b):
+                inside = (
+                    (loc[i, :, 0] > -0.5) & (loc[i, :, 0] < h - 0.5) & (loc[i, :, 1] > -0.5) & (loc[i, :, 1] < w - 0.5)
                 )
-            ]
-            bidx.append(torch.full((keep.numel(),), i, dtype=torch.int64, device=loc.device))
-            centers.append(self.segmentor.snap(loc[i, keep]))
-            scores.append(score[i, keep])
-        bidx_t, centers_t, scores_t = torch.cat(bidx), torch.cat(centers), torch.cat(scores)
-        masks = []
-        for s in range(0, centers_t.shape[0], self.seg_chunk):
-            chunk = self.segmentor.segment(projected, bidx_t[s : s + self.seg_chunk], centers_t[s : s + self.seg_chunk])
-            masks.append(torch.sigmoid(chunk[:, 0]) > self.mask_threshold)
-        size = self.segmentor.crop_size
-        mask_t = torch.cat(masks) if masks else torch.zeros(0, size, size, dtype=torch.bool, device=loc.device)
-        labels, score_map = paste_instances(mask_t, bidx_t, centers_t, scores_t, shape, self.min_area)
-        return torch.stack([labels.float(), score_map], dim=1)
+                cand = torch.nonzero(inside)[:, 0]
+                keep = cand[
+                    torch_distance_nms(
+                        loc[i, cand],
+                        score[i, cand],
+                        self.nms_distance,
+                        self.score_threshold,
+                        self.top_k,
+                        self.max_instances,
+                    )
+                ]
+                bidx.append(torch.full((keep.numel(),), i, dtype=torch.int64, device=loc.device))
+                centers.append(self.segmentor.snap(loc[i, keep]))
+                scores.append(score[i, keep])
+            bidx_t, centers_t, scores_t = torch.cat(bidx), torch.cat(centers), torch.cat(scores)
+            masks: list[torch.Tensor] = []
+            for s in range(0, centers_t.shape[0], self.seg_chunk):
+                chunk = self.segmentor.segment(
+                    projected, bidx_t[s : s + self.seg_chunk], centers_t[s : s + self.seg_chunk]
+                )
+                masks.append(torch.sigmoid(chunk[:, 0]) > self.mask_threshold)
+            size = self.segmentor.crop_size
+            if len(masks) > 0:
+                mask_t = torch.cat(masks)
+            else:
+                mask_t = torch.zeros(0, size, size, dtype=torch.bool, device=loc.device)
+            labels, score_map = paste_instances(mask_t, bidx_t, centers_t, scores_t, shape, self.min_area)
+            return torch.stack([labels.float(), score_map], dim=1)

@@ -24,9 +24,9 @@ Boxes are ``monai.apps.detection`` ``StandardMode`` with ``ij`` indexing: ``(y0,
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +38,13 @@ from monai.data.box_utils import box_iou
 from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork
 from torch import nn
 
+from cellseg_monai.networks.blocks.box_ops import box_iou as script_box_iou
+from cellseg_monai.networks.blocks.box_ops import decode_boxes
 from cellseg_monai.networks.blocks.decomposed_attention import DecomposedSelfAttention
 from cellseg_monai.networks.blocks.roi_align import roi_align
 from cellseg_monai.networks.centerness import CenternessModule, ignore_matched_negatives, instance_boxes
 from cellseg_monai.postprocessing.mask_paste import paste_masks
+from cellseg_monai.torchscript import shape_repr
 
 __all__ = ["IoUMatcher", "MaskRCNN", "SmallBackbone", "nms"]
 
@@ -50,8 +53,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     """Greedy NMS with the same result as ``monai.data.box_utils.non_max_suppression``, from one IoU matrix.
 
     MONAI's NMS recomputes (and re-validates) the IoU of each kept box against the rest in Python; on CPU with a few
-    hundred kept proposals that dominated the training step. Here the (K, K) matrix comes from MONAI's ``box_iou``
-    once and the greedy pass only reads rows of it.
+    hundred kept proposals that dominated the training step. Here the (K, K) matrix comes from ``box_iou`` (MONAI's,
+    in its TorchScript-compatible form :func:`~cellseg_monai.networks.blocks.box_ops.box_iou`) once and the greedy
+    pass only reads rows of it (on the CPU).
 
     Args:
         boxes: (K, 4) boxes; scores: (K,); iou_threshold: a box is dropped when its IoU with a kept, higher-scoring
@@ -63,18 +67,16 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     if boxes.shape[0] == 0:
         return torch.zeros((0,), dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
-    iou = torch.as_tensor(box_iou(boxes[order], boxes[order])) > iou_threshold
-    suppressed = torch.zeros(order.numel(), dtype=torch.bool, device=boxes.device)
+    rows = (script_box_iou(boxes[order], boxes[order]) > iou_threshold).cpu()
+    suppressed = torch.zeros(order.numel(), dtype=torch.bool)
     keep: list[int] = []
-    rows = iou.cpu().numpy()
-    sup = suppressed.cpu().numpy()
     for i in range(order.numel()):
-        if sup[i]:
+        if bool(suppressed[i]):
             continue
         keep.append(i)
-        if 0 < max_keep <= len(keep):
+        if max_keep > 0 and len(keep) >= max_keep:
             break
-        sup |= rows[i]
+        suppressed |= rows[i]
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
@@ -114,7 +116,7 @@ class SmallBackbone(nn.Module):
         in_channels: image channels.
         channels: (stem, C2, C3, C4) widths.
 
-    ``forward(x)`` returns an ordered dict ``{"c2", "c3", "c4"}`` of (B, channels[i], H / 2^(i+1), W / 2^(i+1)).
+    ``forward(x)`` returns a dict ``{"c2", "c3", "c4"}`` (in that order) of (B, channels[i], H / 2^(i+1), W / 2^(i+1)).
     """
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64, 128)) -> None:
@@ -136,9 +138,9 @@ class SmallBackbone(nn.Module):
         self.stem = stage(in_channels, channels[0])
         self.stages = nn.ModuleList([stage(channels[i], channels[i + 1]) for i in range(3)])
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(x)
-        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        out: dict[str, torch.Tensor] = {}
         for i, s in enumerate(self.stages):
             x = s(x)
             out[f"c{i + 2}"] = x
@@ -174,6 +176,7 @@ class MaskRCNN(nn.Module):
             not match are kept from the initialisation); None trains from scratch.
     """
 
+    __constants__ = ["box_roi_size", "mask_roi_size"]  # class attributes TorchScript reads as constants
     box_roi_size = 7
     mask_roi_size = 14
 
@@ -260,8 +263,11 @@ class MaskRCNN(nn.Module):
         )
         self.use_centerness = bool(use_centerness)
         self.ignore_iou = float(ignore_iou)
-        self.rpn_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
-        self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        # BoxCoder encodes the training targets; inference decodes with box_ops.decode_boxes (same numbers, and
+        # TorchScript-compatible) and these weights
+        self.rpn_weights, self.box_weights = (1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)
+        self.rpn_coder = BoxCoder(weights=self.rpn_weights)
+        self.box_coder = BoxCoder(weights=self.box_weights)
         self.rpn_matcher = IoUMatcher(0.7, 0.3, allow_low_quality_matches=True)
         self.box_matcher = IoUMatcher(box_fg_iou, box_fg_iou, allow_low_quality_matches=False)
         self.rpn_sampler = HardNegativeSampler(
@@ -299,13 +305,14 @@ class MaskRCNN(nn.Module):
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """FPN levels [P2, P3, P4] (B, fpn_channels, H / s, W / s), s = 4, 8, 16, with attention when enabled."""
         feats = list(self.fpn(self.backbone(images)).values())
-        if len(self.attention):
-            feats = [att(f) for att, f in zip(self.attention, feats, strict=True)]
+        if len(self.attention) > 0:
+            feats = [att(feats[i]) for i, att in enumerate(self.attention)]
         return feats
 
     def rpn(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Objectness logits (B, A) and deltas (B, A, 4) in the anchor order of MONAI's ``AnchorGenerator``."""
-        logits, deltas = [], []
+        logits: list[torch.Tensor] = []
+        deltas: list[torch.Tensor] = []
         for f in feats:
             t = self.rpn_conv(f)
             b, _, h, w = t.shape
@@ -315,35 +322,31 @@ class MaskRCNN(nn.Module):
             )
         return torch.cat(logits, 1), torch.cat(deltas, 1)
 
-    @torch.no_grad()
     def proposals(
         self,
         anchors: torch.Tensor,
         logits: torch.Tensor,
         deltas: torch.Tensor,
-        image_size: Sequence[int],
+        image_size: tuple[int, int],
     ) -> list[torch.Tensor]:
         """Top-scoring decoded anchors per image after NMS, (K_b, 4), clipped to ``image_size``."""
-        pre, post = (
-            (self.rpn_pre_nms_top_n[0], self.rpn_post_nms_top_n[0])
-            if self.training
-            else (
-                self.rpn_pre_nms_top_n[1],
-                self.rpn_post_nms_top_n[1],
-            )
-        )
-        out = []
-        for b in range(logits.shape[0]):
-            score, idx = logits[b].topk(min(pre, logits.shape[1]))
-            boxes = self._clip(self.rpn_coder.decode_single(deltas[b, idx].float(), anchors[idx]), image_size)
-            keep = self._valid(boxes)
-            boxes, score = boxes[keep], score[keep]
-            keep = nms(boxes, score, self.rpn_nms_threshold, post)
-            out.append(boxes[keep])
-        return out
+        with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
+            if self.training:
+                pre, post = self.rpn_pre_nms_top_n[0], self.rpn_post_nms_top_n[0]
+            else:
+                pre, post = self.rpn_pre_nms_top_n[1], self.rpn_post_nms_top_n[1]
+            out: list[torch.Tensor] = []
+            for b in range(logits.shape[0]):
+                score, idx = logits[b].topk(min(pre, logits.shape[1]))
+                boxes = self._clip(decode_boxes(deltas[b, idx].float(), anchors[idx], self.rpn_weights), image_size)
+                keep = self._valid(boxes)
+                boxes, score = boxes[keep], score[keep]
+                keep = nms(boxes, score, self.rpn_nms_threshold, post)
+                out.append(boxes[keep])
+            return out
 
     @staticmethod
-    def _clip(boxes: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
+    def _clip(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         boxes = boxes.clone()
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[0])
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[1])
@@ -364,10 +367,11 @@ class MaskRCNN(nn.Module):
             return out
         side = ((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])).clamp(min=1e-6).sqrt()
         level = torch.floor(torch.log2(side / 32.0)).long().add(1).clamp(0, len(feats) - 1)
-        for lv, (f, s) in enumerate(zip(feats, self.strides, strict=True)):
+        for lv, f in enumerate(feats):
             sel = torch.nonzero(level == lv).squeeze(1)
-            if sel.numel():
-                out = out.index_copy(0, sel, roi_align(f, rois[sel], size, 1.0 / s, sampling_ratio=2, aligned=True))
+            if sel.numel() > 0:
+                scale = 1.0 / self.strides[lv]
+                out = out.index_copy(0, sel, roi_align(f, rois[sel], size, scale, sampling_ratio=2, aligned=True))
         return out
 
     def box_predictions(
@@ -382,7 +386,7 @@ class MaskRCNN(nn.Module):
         return self.mask_head(self.pool(feats, boxes, self.mask_roi_size))[:, 0]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | dict:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | dict[str, Any]:
         """See the module docstring.
 
         Args:
@@ -400,23 +404,27 @@ class MaskRCNN(nn.Module):
             - with the centerness module: ``centerness_logits`` (B, 1, h, w), ``centerness_deltas`` (B, 4, h, w),
               ``centerness_stride`` (int), ``centerness_anchor_size`` (2,), ``ignored_rpn`` and ``ignored_box``
               (number of negatives turned into ignored samples).
+
+            Under TorchScript (``torch.jit.script``, e.g. ``ckpt_export``) only inference is compiled: the training
+            dict holds Python values TorchScript cannot type, and exported networks only infer.
         """
         if images.ndim != 4:
-            raise ValueError(f"MaskRCNN expects (B, C, H, W) images, got {tuple(images.shape)}")
-        h, w = images.shape[-2:]
+            raise ValueError(f"MaskRCNN expects (B, C, H, W) images, got {shape_repr(images)}")
+        h, w = images.shape[-2], images.shape[-1]
         d = self.size_divisible
         ph, pw = (d - h % d) % d, (d - w % d) % d
-        x = F.pad(images, (0, pw, 0, ph)) if ph or pw else images
+        x = F.pad(images, (0, pw, 0, ph)) if ph > 0 or pw > 0 else images
         feats = self.features(x)
         anchors = self.anchor_generator(x, feats)[0]
         rpn_logits, rpn_deltas = self.rpn(feats)
         proposals = self.proposals(anchors, rpn_logits.detach(), rpn_deltas.detach(), (h, w))
-        c_logits = c_deltas = None
+        c_logits: torch.Tensor | None = None
+        c_deltas: torch.Tensor | None = None
         found = [images.new_zeros((0, 4))] * images.shape[0]
         if self.centerness is not None:
             c_logits, c_deltas = self.centerness(feats[0])
-            found = [bx for bx, _ in self.centerness.detect(c_logits.detach(), c_deltas.detach(), 4, (h, w))]
-        if self.training and labels is not None:
+            found = [det[0] for det in self.centerness.detect(c_logits.detach(), c_deltas.detach(), 4, (h, w))]
+        if not torch.jit.is_scripting() and self.training and labels is not None:
             return self._training_outputs(
                 feats, anchors, rpn_logits, rpn_deltas, proposals, found, labels, c_logits, c_deltas
             )
@@ -513,25 +521,31 @@ class MaskRCNN(nn.Module):
         out.update(ignored_rpn=n_ignored_rpn, ignored_box=n_ignored_box)
         return out
 
-    @torch.no_grad()
     def _inference(
-        self, feats: list[torch.Tensor], proposals: list[torch.Tensor], found: list[torch.Tensor], size: Sequence[int]
+        self,
+        feats: list[torch.Tensor],
+        proposals: list[torch.Tensor],
+        found: list[torch.Tensor],
+        size: tuple[int, int],
     ) -> torch.Tensor:
-        cand = [torch.cat([p, f.to(p)], 0) for p, f in zip(proposals, found, strict=True)]
-        logits, deltas = self.box_predictions(feats, cand)
-        scores_all = logits.softmax(-1)[:, 1].split([c.shape[0] for c in cand])
-        deltas_all = deltas.split([c.shape[0] for c in cand])
-        boxes_out, scores_out = [], []
-        for c, s, dl in zip(cand, scores_all, deltas_all, strict=True):
-            boxes = self._clip(self.box_coder.decode_single(dl.float(), c), size) if c.shape[0] else c
-            keep = (s > self.score_threshold) & self._valid(boxes)
-            boxes, s = boxes[keep], s[keep]
-            keep = nms(boxes, s, self.detection_nms_threshold, self.detections_per_image)
-            boxes_out.append(boxes[keep])
-            scores_out.append(s[keep])
-        masks = torch.sigmoid(self.mask_logits(feats, boxes_out)).split([b.shape[0] for b in boxes_out])
-        result = feats[0].new_zeros((len(cand), 2, int(size[0]), int(size[1])))
-        for b, (bx, sc, mk) in enumerate(zip(boxes_out, scores_out, masks, strict=True)):
-            lab, score = paste_masks(mk, bx, sc, size, self.mask_threshold, self.min_area)
-            result[b, 0], result[b, 1] = lab.to(result), score.to(result)
-        return result
+        with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
+            cand = [torch.cat([p, found[i].to(p)], 0) for i, p in enumerate(proposals)]
+            logits, deltas = self.box_predictions(feats, cand)
+            scores_all = logits.softmax(-1)[:, 1].split([c.shape[0] for c in cand])
+            deltas_all = deltas.split([c.shape[0] for c in cand])
+            boxes_out: list[torch.Tensor] = []
+            scores_out: list[torch.Tensor] = []
+            for c, s, dl in zip(cand, scores_all, deltas_all, strict=True):
+                boxes = self._clip(decode_boxes(dl.float(), c, self.box_weights), size) if c.shape[0] > 0 else c
+                keep = (s > self.score_threshold) & self._valid(boxes)
+                boxes, s = boxes[keep], s[keep]
+                keep = nms(boxes, s, self.detection_nms_threshold, self.detections_per_image)
+                boxes_out.append(boxes[keep])
+                scores_out.append(s[keep])
+            masks = torch.sigmoid(self.mask_logits(feats, boxes_out)).split([b.shape[0] for b in boxes_out])
+            result = feats[0].new_zeros((len(cand), 2, int(size[0]), int(size[1])))
+            for b, bx in enumerate(boxes_out):
+                lab, score = paste_masks(masks[b], bx, scores_out[b], size, self.mask_threshold, self.min_area)
+                result[b, 0] = lab.to(result)
+                result[b, 1] = score.to(result)
+            return result

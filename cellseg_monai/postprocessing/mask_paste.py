@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
+
+from cellseg_monai.torchscript import shape_repr
 
 __all__ = ["paste_masks"]
 
@@ -14,7 +14,7 @@ def paste_masks(
     masks: torch.Tensor,
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    image_size: Sequence[int],
+    image_size: tuple[int, int],
     threshold: float = 0.5,
     min_area: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,10 +36,10 @@ def paste_masks(
         ``(labels, score_map)``: (H, W) int64 labels 1..N numbered by decreasing score (0 = background), and the
         (H, W) float32 score of the instance at each pixel (0 on background).
     """
-    if masks.ndim != 3 or boxes.shape != (masks.shape[0], 4) or scores.shape != (masks.shape[0],):
+    if masks.ndim != 3 or list(boxes.shape) != [masks.shape[0], 4] or list(scores.shape) != [masks.shape[0]]:
         raise ValueError(
-            f"expected masks (K, M, M), boxes (K, 4), scores (K,); got {tuple(masks.shape)}, "
-            f"{tuple(boxes.shape)}, {tuple(scores.shape)}"
+            f"expected masks (K, M, M), boxes (K, 4), scores (K,); got {shape_repr(masks)}, "
+            f"{shape_repr(boxes)}, {shape_repr(scores)}"
         )
     h, w = int(image_size[0]), int(image_size[1])
     device = masks.device
@@ -47,8 +47,9 @@ def paste_masks(
     best = torch.full((h, w), -1.0, device=device)
     order = torch.argsort(scores, descending=True)
     m = masks.shape[-1]
-    for k in order.tolist():
-        y0, x0, y1, x1 = (float(v) for v in boxes[k])
+    paste_order: list[int] = order.tolist()
+    for k in paste_order:
+        y0, x0, y1, x1 = float(boxes[k, 0]), float(boxes[k, 1]), float(boxes[k, 2]), float(boxes[k, 3])
         if y1 - y0 <= 0 or x1 - x0 <= 0:
             continue
         r0, c0 = max(int(y0), 0), max(int(x0), 0)
@@ -65,11 +66,12 @@ def paste_masks(
         window = owner[r0:r1, c0:c1]
         take = (prob >= threshold) & inside & (window < 0)  # higher scores were pasted first and keep their pixels
         window[take] = k
-        best[r0:r1, c0:c1][take] = scores[k].float()
+        best_window = best[r0:r1, c0:c1]
+        best_window[take] = scores[k].float()
     labels = torch.zeros((h, w), dtype=torch.long, device=device)
     score_map = torch.zeros((h, w), dtype=torch.float32, device=device)
     new_id = 0
-    for k in order.tolist():
+    for k in paste_order:
         sel = owner == k
         if int(sel.sum()) < max(min_area, 1):
             continue

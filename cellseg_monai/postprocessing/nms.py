@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["distance_nms"]
+__all__ = ["distance_nms", "torch_distance_nms"]
 
 
 def distance_nms(
@@ -46,26 +46,37 @@ def distance_nms(
     for name, val in (("top_k", top_k), ("max_output", max_output)):
         if val is not None and val < 0:
             raise ValueError(f"{name} must be >= 0 or None, got {val}")
-    device = pts.device
-    p = pts.detach().double().cpu().numpy()
-    s = sc.detach().double().cpu().numpy()
-    cand = np.nonzero(s >= score_threshold)[0]
-    cand = cand[np.argsort(-s[cand], kind="stable")]
+    return torch_distance_nms(pts, sc, min_distance, score_threshold, top_k, max_output)
+
+
+def torch_distance_nms(
+    points: torch.Tensor,
+    scores: torch.Tensor,
+    min_distance: float,
+    score_threshold: float = 0.0,
+    top_k: int | None = None,
+    max_output: int | None = None,
+) -> torch.Tensor:
+    """:func:`distance_nms` on tensors, without argument checks (TorchScript-compatible, so networks can run it in
+    their scripted ``forward``). Same arguments and returns; computed in float64 on the CPU."""
+    p = points.detach().double().cpu()
+    s = scores.detach().double().cpu()
+    cand = torch.nonzero(s >= score_threshold)[:, 0]
+    cand = cand[torch.argsort(-s[cand], stable=True)]
     if top_k is not None:
         cand = cand[:top_k]
-    limit = len(cand) if max_output is None else max_output
-    keep: list[int] = []
+    limit = cand.shape[0] if max_output is None else max_output
     if min_distance == 0:
-        keep = cand[:limit].tolist()
-    else:
-        suppressed = np.zeros(len(cand), bool)
-        d2 = min_distance * min_distance
-        cp = p[cand]
-        for i in range(len(cand)):
-            if len(keep) >= limit:
-                break
-            if suppressed[i]:
-                continue
-            keep.append(int(cand[i]))
-            suppressed |= ((cp - cp[i]) ** 2).sum(axis=1) < d2
-    return torch.as_tensor(keep, dtype=torch.int64, device=device)
+        return cand[:limit].to(points.device)
+    keep: list[int] = []
+    suppressed = torch.zeros(cand.shape[0], dtype=torch.bool)
+    d2 = min_distance * min_distance
+    cp = p[cand]
+    for i in range(cand.shape[0]):
+        if len(keep) >= limit:
+            break
+        if bool(suppressed[i]):
+            continue
+        keep.append(i)
+        suppressed |= ((cp - cp[i]) ** 2).sum(dim=1) < d2
+    return cand[torch.tensor(keep, dtype=torch.int64)].to(points.device)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cellseg_monai.torchscript import shape_repr
+
 __all__ = ["DecomposedSelfAttention"]
 
 
@@ -55,5 +57,5 @@ class DecomposedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
-            raise ValueError(f"DecomposedSelfAttention expects (B, C, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"DecomposedSelfAttention expects (B, C, H, W), got {shape_repr(x)}")
         return x + self.project(self.attention(x))

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cellseg_monai.torchscript import shape_repr
+
 __all__ = ["ImplicitShapeMLP"]
 
 
@@ -69,7 +71,7 @@ class ImplicitShapeMLP(nn.Module):
         r is computed as sqrt(x² + y² + 1e-12) so that its gradient stays finite at the origin.
         """
         if coords.shape[-1] != 2:
-            raise ValueError(f"coords must have a last dimension of 2 (x, y); got shape {tuple(coords.shape)}.")
+            raise ValueError(f"coords must have a last dimension of 2 (x, y); got shape {shape_repr(coords)}.")
         r = torch.sqrt((coords * coords).sum(dim=-1, keepdim=True) + 1e-12)
         return torch.cat([coords, r], dim=-1)
 

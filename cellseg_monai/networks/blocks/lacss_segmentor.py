@@ -89,12 +89,13 @@ def paste_instances(
     rows, cols = window_coordinates(centers, s)
     rr = rows[:, :, None].expand(k, s, s)
     cc = cols[:, None, :].expand(k, s, s)
-    inside = masks.bool() & (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    inside = masks.to(torch.bool) & (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
     # paint in ascending score so the best instance is painted last; ids by descending score
     order = torch.argsort(scores.float(), stable=True)
     rank = torch.empty_like(order)
     rank[torch.argsort(scores.float(), descending=True, stable=True)] = torch.arange(k, device=device)
-    for i in order.tolist():
+    paint_order: list[int] = order.tolist()
+    for i in paint_order:
         flat = (rr[i] * w + cc[i])[inside[i]]
         labels[batch_index[i], flat] = rank[i] + 1
         score_map[batch_index[i], flat] = scores[i].float()
@@ -145,10 +146,17 @@ class LacssSegmentor(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, 1, 1),
         )
-        size = crop_size // stride
+
+    def position_input(self) -> torch.Tensor:
+        """(1, 3, S', S') input ``[dy, dx, sqrt(dy² + dx²)] / S'`` of the position encoding, S' = crop_size / stride.
+
+        Built on each call (on the CPU, then moved to the device and dtype of the encoding's weights, as a buffer would
+        be) rather than held in a buffer: TorchScript adds even a non-persistent buffer to an exported state dict.
+        """
+        size = self.crop_size // self.stride
         ar = (torch.arange(size, dtype=torch.float32) - size // 2) / size
         dy, dx = torch.meshgrid(ar, ar, indexing="ij")
-        self.register_buffer("coords", torch.stack([dy, dx, torch.sqrt(dy**2 + dx**2)])[None], persistent=False)
+        return torch.stack([dy, dx, torch.sqrt(dy**2 + dx**2)])[None].to(self.position.weight)
 
     def snap(self, locations: torch.Tensor) -> torch.Tensor:
         """(K, 2) float (y, x) → (K, 2) int64 window centres: rounded to the nearest multiple of ``stride``."""
@@ -166,9 +174,9 @@ class LacssSegmentor(nn.Module):
         if crops.shape[0] == 0:
             return crops.new_zeros(0, 1, self.crop_size, self.crop_size)
         centre = self.instance(crops[:, :, size // 2, size // 2])[:, :, None, None]
-        logits = self.fcn(crops + self.position(self.coords) + centre)
+        logits = self.fcn(crops + self.position(self.position_input()) + centre)
         if self.stride > 1:
-            logits = F.interpolate(logits, scale_factor=self.stride, mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits, scale_factor=float(self.stride), mode="bilinear", align_corners=False)
         return logits
 
     def forward(self, features: torch.Tensor, batch_index: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:

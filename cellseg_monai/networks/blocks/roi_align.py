@@ -7,34 +7,34 @@ at ``i + 0.5``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellseg_monai.torchscript import shape_repr
+
 __all__ = ["RoIAlign", "roi_align"]
 
 
-def _as_rois(boxes: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+def _as_rois(boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     if isinstance(boxes, torch.Tensor):
         if boxes.ndim != 2 or boxes.shape[1] != 5:
-            raise ValueError(f"boxes must be (K, 5) rows (batch index, y0, x0, y1, x1), got {tuple(boxes.shape)}")
+            raise ValueError(f"boxes must be (K, 5) rows (batch index, y0, x0, y1, x1), got {shape_repr(boxes)}")
         return boxes
-    rows = []
+    rows: list[torch.Tensor] = []
     for b, bx in enumerate(boxes):
         if bx.ndim != 2 or bx.shape[1] != 4:
-            raise ValueError(f"boxes[{b}] must be (K_b, 4) (y0, x0, y1, x1), got {tuple(bx.shape)}")
+            raise ValueError(f"boxes[{b}] must be (K_b, 4) (y0, x0, y1, x1), got {shape_repr(bx)}")
         rows.append(torch.cat([torch.full_like(bx[:, :1], b), bx], dim=1))
-    if not rows:
+    if len(rows) == 0:
         raise ValueError("boxes is an empty list")
     return torch.cat(rows, dim=0)
 
 
 def roi_align(
     features: torch.Tensor,
-    boxes: torch.Tensor | Sequence[torch.Tensor],
-    output_size: int | Sequence[int],
+    boxes: torch.Tensor | list[torch.Tensor],
+    output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = 2,
     aligned: bool = True,
@@ -51,7 +51,8 @@ def roi_align(
 
     Args:
         features: (B, C, H, W) feature map.
-        boxes: (K, 5) rows ``(batch index, y0, x0, y1, x1)``, or a list of B tensors (K_b, 4), in image pixels.
+        boxes: (K, 5) rows ``(batch index, y0, x0, y1, x1)``, or a list (or tuple) of B tensors (K_b, 4), in image
+            pixels.
         output_size: bins per side, int or (OH, OW).
         spatial_scale: feature size / image size (1 / stride), e.g. 0.25 for a stride-4 map.
         sampling_ratio: samples per bin side, >= 1 (torchvision's adaptive ``<= 0`` is not supported).
@@ -61,17 +62,22 @@ def roi_align(
         (K, C, OH, OW) pooled features, differentiable with respect to ``features``.
     """
     if features.ndim != 4:
-        raise ValueError(f"features must be (B, C, H, W), got {tuple(features.shape)}")
+        raise ValueError(f"features must be (B, C, H, W), got {shape_repr(features)}")
     if int(sampling_ratio) < 1:
         raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
-    oh, ow = (int(output_size), int(output_size)) if isinstance(output_size, int) else map(int, output_size)
+    if isinstance(output_size, int):
+        oh, ow = int(output_size), int(output_size)
+    else:
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or (OH, OW), got {output_size}")
+        oh, ow = int(output_size[0]), int(output_size[1])
     rois = _as_rois(boxes).to(features)
     k, c = rois.shape[0], features.shape[1]
     out = features.new_zeros((k, c, oh, ow))
     if k == 0:
         return out
     sr = int(sampling_ratio)
-    h, w = features.shape[-2:]
+    h, w = features.shape[-2], features.shape[-1]
     offset = 0.5 if aligned else 0.0
     y0, x0 = rois[:, 1] * spatial_scale - offset, rois[:, 2] * spatial_scale - offset
     y1, x1 = rois[:, 3] * spatial_scale - offset, rois[:, 4] * spatial_scale - offset
@@ -87,7 +93,8 @@ def roi_align(
     gx = 2 * xs / max(w - 1, 1) - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (K, OH·sr, OW·sr, 2)
     batch_idx = rois[:, 0].long()
-    for b in torch.unique(batch_idx).tolist():
+    images: list[int] = torch.unique(batch_idx).tolist()
+    for b in images:
         sel = torch.nonzero(batch_idx == b).squeeze(1)
         g = grid[sel].reshape(1, -1, ow * sr, 2)  # regions stacked along the height axis
         sampled = F.grid_sample(features[b : b + 1], g, mode="bilinear", padding_mode="border", align_corners=True)
@@ -101,7 +108,7 @@ class RoIAlign(nn.Module):
 
     def __init__(
         self,
-        output_size: int | Sequence[int],
+        output_size: int | tuple[int, int],
         spatial_scale: float = 1.0,
         sampling_ratio: int = 2,
         aligned: bool = True,
@@ -112,5 +119,5 @@ class RoIAlign(nn.Module):
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
 
-    def forward(self, features: torch.Tensor, boxes: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         return roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
