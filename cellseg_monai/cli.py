@@ -4,16 +4,29 @@ cellseg-monai simulate DATASET_DIR --kind scribbles --budget 0.3
 cellseg-monai segment IMAGE_OR_FOLDER --bundle impartial --output_dir OUT [--ckpt_path model.pt]
 cellseg-monai evaluate --pred PRED_DIR --gt GT_DIR [--json OUT.json]
 cellseg-monai export-bundle NAME --out DIR
+
+Safe by default: no command writes into its inputs or replaces a file it did not write unless asked to
+(``--overwrite True``); a bad option is refused before anything runs; every problem is printed as one line
+``error: <file or option>: <problem>`` on stderr, with exit code 1 for bad input data and 2 for bad usage
+(:mod:`cellseg_monai.guards`). ``--debug`` (or ``CELLSEG_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import fire
 
 __all__ = ["simulate", "segment", "evaluate", "export_bundle", "find_bundle", "main"]
+
+SEGMENT_OPTIONS: tuple[str, ...] = ("input", "bundle", "output_dir", "ckpt_path", "device", "overwrite")
+"""``segment``'s own options; every other ``--id value`` must be an id of the bundle's ``inference.json``."""
+SET_BY_SEGMENT: tuple[str, ...] = ("bundle_root", "dataset_dir", "datalist", "output_dir", "ckpt_path", "device")
+"""Config ids that ``segment`` sets from its arguments (not accepted as overrides)."""
 
 REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -29,16 +42,68 @@ def find_bundle(bundle: str) -> Path:
     raise FileNotFoundError(f"no bundle '{bundle}': give a bundle folder (with configs/) or one of {known}")
 
 
-def simulate(dataset_dir: str, kind: str = "scribbles", budget: float = 0.3, seed: int = 0, out_dir: str | None = None):
+def simulate(
+    dataset_dir: str,
+    kind: str = "scribbles",
+    budget: float = 0.3,
+    seed: int = 0,
+    out_dir: str | None = None,
+    overwrite: bool = False,
+    **unknown: object,
+):
     """Write simulated weak labels for every image of a dataset to ``<dataset_dir>/weak/<kind>/`` (or ``out_dir``):
     ``--kind`` scribbles, masks, counts, points or partial (see :mod:`cellseg_monai.annotations.simulate`).
 
-    The annotation of an image is a deterministic function of (image id, seed, budget).
+    The annotation of an image is a deterministic function of (image id, seed, budget). Weak labels that
+    ``simulate`` did not write itself (yours) are never replaced: the run is refused. ``--overwrite True`` lets it
+    replace its own earlier files made with other settings.
     """
-    from cellseg_monai.annotations import simulate_dataset
+    from cellseg_monai.annotations import SIMULATED_KINDS, simulate_dataset
+    from cellseg_monai.guards import UsageError, check_flag, check_setting, refuse_unknown
 
-    written = simulate_dataset(dataset_dir, kind=kind, budget=budget, seed=seed, out_dir=out_dir)
+    refuse_unknown(unknown, ["dataset_dir", "kind", "budget", "seed", "out_dir", "overwrite"])
+    if kind not in SIMULATED_KINDS:
+        raise UsageError("--kind", f"expected one of {', '.join(SIMULATED_KINDS)}, got {kind!r}")
+    check_flag("overwrite", overwrite)
+    check_setting("budget", budget)
+    written = simulate_dataset(
+        str(dataset_dir), kind=kind, budget=budget, seed=seed, out_dir=out_dir, overwrite=overwrite
+    )
     print(f"wrote {len(written)} {kind} files" + (f" to {os.path.dirname(written[0])}" if written else ""))
+
+
+def _screened_datalist(entries: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """Datalist entries as a config override: absolute paths (never read as ``$``/``@``/``%`` config syntax), and
+    the id only where it differs from the file stem (the loader derives that one itself)."""
+    out = []
+    for entry in entries:
+        path = Path(entry["image"]).resolve()
+        out.append({"image": str(path)} | ({"id": entry["id"]} if entry["id"] != path.stem else {}))
+    return out
+
+
+def _checked_bundle(
+    bundle: str, overrides: dict[str, object], ckpt_path: str | None, device: str | None
+) -> tuple[Path, int | None]:
+    """The bundle's root folder and its input channel count, after refusing unknown or out-of-range overrides, a
+    missing weights file and an absent device."""
+    from monai.bundle import ConfigParser
+
+    from cellseg_monai.data.io import DataError
+    from cellseg_monai.guards import UsageError, check_device, check_overrides
+
+    try:
+        root = find_bundle(str(bundle))
+    except FileNotFoundError as exc:
+        raise UsageError("--bundle", str(exc)) from None
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    check_overrides(parser.get(), overrides, options=SEGMENT_OPTIONS, reserved=SET_BY_SEGMENT)
+    check_device(device)
+    if ckpt_path is not None and not Path(str(ckpt_path)).is_file():
+        raise DataError(f"{ckpt_path}: weights file does not exist (--ckpt_path)")
+    channels = overrides.get("in_channels", parser.get("in_channels"))
+    return root, channels if isinstance(channels, int) and not isinstance(channels, bool) else None
 
 
 def segment(
@@ -47,43 +112,73 @@ def segment(
     output_dir: str = "predictions",
     ckpt_path: str | None = None,
     device: str | None = None,
+    overwrite: bool = False,
     **config_overrides: object,
 ):
     """Segment an image file, a folder of images, or a dataset folder (with ``images/``) with a bundle's inference.
 
     Writes ``<output_dir>/<id>.tif`` (instance labels), ``<id>_overlay.png`` and ``<id>.csv`` (per-object measurements).
     ``ckpt_path`` defaults to ``<bundle>/models/model.pt``. Any other ``--id value`` overrides that config id of the
-    bundle's ``inference.json`` (e.g. ``--prob_threshold 0.4``).
+    bundle's ``inference.json`` (e.g. ``--prob_threshold 0.4``); ids the config does not have are refused.
+
+    Safety: ``output_dir`` may not be, lie inside or hold the input folder or a dataset's images/labels/weak
+    folders; existing outputs are replaced only with ``--overwrite True``. Images that cannot be read are skipped:
+    the others are segmented, the skipped ones listed at the end, and the exit code is 1.
     """
     from monai.bundle import run
 
-    root = find_bundle(bundle)
-    overrides: dict[str, object] = dict(config_overrides)
-    overrides.update(bundle_root=str(root), dataset_dir=str(input), output_dir=str(output_dir))
-    if ckpt_path is not None:
-        overrides["ckpt_path"] = str(ckpt_path)
-    if device is not None:
-        overrides["device"] = f"$torch.device('{device}')"
-    run(
-        config_file=str(root / "configs" / "inference.json"),
-        meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=str(root / "configs" / "logging.conf"),
-        **overrides,
+    from cellseg_monai.data.layouts import list_images
+    from cellseg_monai.guards import (
+        SkippedInputs,
+        check_existing_outputs,
+        check_flag,
+        check_output_dir,
+        protected_folders,
+        screen_images,
     )
-    print(f"predictions written to {os.path.abspath(output_dir)}")
+    from cellseg_monai.transforms.save_instances import output_names
+
+    check_flag("overwrite", overwrite)
+    root, channels = _checked_bundle(bundle, config_overrides, ckpt_path, device)
+    datalist = list_images(str(input))
+    images = [entry["image"] for entry in datalist]
+    check_output_dir(str(output_dir), protected_folders(str(input), datalist), images)
+    check_existing_outputs(str(output_dir), [n for e in datalist for n in output_names(e["id"])], overwrite)
+    good, skipped = screen_images(datalist, channels)
+    if good:
+        overrides = {**config_overrides, "bundle_root": str(root), "dataset_dir": str(input)}
+        overrides.update(output_dir=str(output_dir), datalist=_screened_datalist(good))
+        if ckpt_path is not None:
+            overrides["ckpt_path"] = str(ckpt_path)
+        if device is not None:
+            overrides["device"] = f"$torch.device({str(device)!r})"
+        configs = root / "configs"
+        run(
+            config_file=str(configs / "inference.json"),
+            meta_file=str(configs / "metadata.json"),
+            logging_file=str(configs / "logging.conf"),
+            **overrides,
+        )
+        print(f"predictions written to {os.path.abspath(output_dir)}")
+    if skipped:
+        raise SkippedInputs(skipped, f"segmented {len(good)} of {len(datalist)} images; skipped {len(skipped)}")
 
 
-def evaluate(pred: str, gt: str, json_path: str | None = None, **kwargs: object):
+def evaluate(pred: str, gt: str, json_path: str | None = None, overwrite: bool = False, **kwargs: object):
     """Score predicted instance label images ``PRED/<id>.tif`` against ``GT/<id>.tif`` and print a table.
 
     ``gt`` may be a labels folder or a dataset folder with ``labels/``. ``--json OUT`` writes
-    ``{"per_image_mean": ..., "pooled": ..., "per_image": [...]}``.
+    ``{"per_image_mean": ..., "pooled": ..., "per_image": [...]}``; an existing file is replaced only with
+    ``--overwrite True``.
     """
+    from cellseg_monai.guards import check_existing_outputs, check_flag, refuse_unknown
     from cellseg_monai.metrics import evaluate_folders, format_table
 
     json_path = json_path or kwargs.pop("json", None)  # `--json` reads naturally on the command line
-    if kwargs:
-        raise TypeError(f"unknown options {sorted(kwargs)}")
+    refuse_unknown(kwargs, ["pred", "gt", "json", "json_path", "overwrite"])
+    check_flag("overwrite", overwrite)
+    if json_path:
+        check_existing_outputs(os.path.dirname(str(json_path)), [os.path.basename(str(json_path))], overwrite, "--json")
     gt_dir = Path(gt) / "labels" if (Path(gt) / "labels").is_dir() else Path(gt)
     result = evaluate_folders(pred, str(gt_dir), json_path=json_path)
     print(format_table(result))
@@ -106,8 +201,52 @@ def export_bundle(bundle: str, out: str = "dist"):
     return None
 
 
-def main() -> None:
-    fire.Fire({"simulate": simulate, "segment": segment, "evaluate": evaluate, "export-bundle": export_bundle})
+COMMANDS = {"simulate": simulate, "segment": segment, "evaluate": evaluate, "export-bundle": export_bundle}
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _pop_debug(args: list[str]) -> bool:
+    """Remove ``--debug`` (optionally ``--debug True|False`` or ``--debug=...``) from ``args``; whether it was on."""
+    debug = False
+    for i, arg in enumerate(list(args)):
+        if arg == "--debug":
+            value = args[i + 1].lower() if i + 1 < len(args) else ""
+            debug = value not in _FALSE
+            del args[i : i + 1 + (value in _TRUE + _FALSE)]
+            break
+        if arg.startswith("--debug="):
+            debug = arg.split("=", 1)[1].lower() not in _FALSE
+            del args[i]
+            break
+    return debug
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run a ``cellseg-monai`` command (``argv`` default: ``sys.argv[1:]``).
+
+    Errors end the program with one line ``error: <file or option>: <problem>`` per problem on stderr and exit code
+    1 (bad input data) or 2 (bad usage) — see :func:`cellseg_monai.guards.describe_error`; with ``--debug`` or
+    ``CELLSEG_DEBUG=1`` the exception propagates with its traceback.
+    """
+    from cellseg_monai.guards import describe_error, hidden_tracebacks
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _pop_debug(args) or os.environ.get("CELLSEG_DEBUG", "").lower() in _TRUE
+    try:
+        with contextlib.nullcontext() if debug else hidden_tracebacks():
+            fire.Fire(COMMANDS, command=args, name="cellseg-monai")
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted (files written so far are complete; none is half-written)", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if debug:
+            raise
+        lines, code = describe_error(exc)
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -10,14 +10,19 @@ per object (Kaggle Data Science Bowl 2018 / BBBC038, Caicedo et al., Nature Meth
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "DataError",
+    "OverwriteError",
     "IMAGE_SUFFIXES",
+    "atomic_path",
     "is_image_file",
     "read_image",
     "read_labels",
@@ -35,6 +40,37 @@ _MAX_CHANNELS = 4
 
 class DataError(ValueError):
     """A dataset file or folder is missing, unreadable or violates the data contract; the message names the file."""
+
+
+class OverwriteError(FileExistsError):
+    """Writing would replace or mix with files that must be kept (inputs, user-made labels, earlier outputs the user
+    did not allow to replace); the message names the file or folder and says how to proceed."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write ``path`` all at once: the block writes the yielded temporary path, which then replaces ``path``.
+
+    The temporary file lies in the same folder (hidden name ``.<name>.<random>.tmp<suffix>``; the suffix is kept so
+    writers that pick the format from it still do), and ``os.replace`` moves it onto ``path`` only after the block
+    finished, so an interrupted or failing write never leaves a half-written ``path``: either the old file (or no
+    file) or the complete new one. If the block raises, the temporary file is removed. Parent folders are created.
+
+    Example::
+
+        with atomic_path("out/a.tif") as tmp:
+            tifffile.imwrite(tmp, labels)
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp{p.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -200,7 +236,8 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
     """Write an (H, W) or (1, H, W) instance label image as a zlib-compressed TIFF.
 
-    The file is ``uint16`` when the largest id is below 65536, else ``uint32``. Parent folders are created.
+    The file is ``uint16`` when the largest id is below 65536, else ``uint32``. Parent folders are created. The write
+    is atomic (:func:`atomic_path`): an interrupted write leaves the previous file (or none), never a partial one.
 
     Raises:
         DataError: the labels violate the contract (see :func:`validate_labels`).
@@ -213,5 +250,5 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
     dtype = np.uint16 if arr.max() < 2**16 else np.uint32
     import tifffile
 
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(str(p), arr.astype(dtype), compression="zlib")
+    with atomic_path(p) as tmp:
+        tifffile.imwrite(str(tmp), arr.astype(dtype), compression="zlib")

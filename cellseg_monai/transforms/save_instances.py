@@ -1,4 +1,8 @@
-"""Write the inference outputs of one image: instance label TIFF, overlay PNG and per-object measurement CSV."""
+"""Write the inference outputs of one image: instance label TIFF, overlay PNG and per-object measurement CSV.
+
+Every file is written atomically (:func:`cellseg_monai.data.io.atomic_path`): an interrupted run leaves complete
+files or none, never a half-written TIFF, PNG or CSV.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,33 @@ from scipy import ndimage
 from skimage.color import hsv2rgb
 from skimage.segmentation import find_boundaries
 
+from cellseg_monai.data.io import atomic_path
 from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
 
-__all__ = ["SaveInstancesd", "instance_overlay"]
+__all__ = ["SaveInstancesd", "instance_overlay", "output_names"]
 
 logger = logging.getLogger(__name__)
 
 _GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 # boundary hues from orange to cyan: they stand out on grey, on fluorescence and on purple/pink (H&E) stains
 _HUE_LOW, _HUE_HIGH = 0.05, 0.5
+
+
+#: file name endings of the three outputs of one image: ``<id>.tif``, ``<id>_overlay.png``, ``<id>.csv``
+_LABELS, _OVERLAY, _MEASUREMENTS = ".tif", "_overlay.png", ".csv"
+
+
+def output_names(image_id: str, overlay: bool = True, measurements: bool = True) -> list[str]:
+    """File names :class:`SaveInstancesd` writes for one image: ``<id>.tif`` [, ``<id>_overlay.png``] [, ``<id>.csv``]."""
+    endings = [_LABELS] + [_OVERLAY] * overlay + [_MEASUREMENTS] * measurements
+    return [image_id + ending for ending in endings]
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -215,23 +237,17 @@ class SaveInstancesd(MapTransform):
                         f"data[{self.prob_key!r}] has shape {prob.shape}; expected (1, H, W) with the same H x W."
                     )
 
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            tif_path = self.output_dir / f"{image_id}.tif"
-            tifffile.imwrite(tif_path, labels, compression="zlib")
-            written = [tif_path.name]
+            with atomic_path(self.output_dir / (image_id + _LABELS)) as tmp:
+                tifffile.imwrite(tmp, labels, compression="zlib")
             if self.overlay:
-                png_path = self.output_dir / f"{image_id}_overlay.png"
-                iio.imwrite(png_path, instance_overlay(labels, image))
-                written.append(png_path.name)
-            n_objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+                with atomic_path(self.output_dir / (image_id + _OVERLAY)) as tmp:
+                    iio.imwrite(tmp, instance_overlay(labels, image))
             if self.measurements:
                 rows = measure_instances(labels, image, prob)
                 columns = list(MEASUREMENT_COLUMNS) + self._add_attributes(data, labels, rows, image_id)
-                csv_path = self.output_dir / f"{image_id}.csv"
-                with open(csv_path, "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=columns)
-                    writer.writeheader()
-                    writer.writerows(rows)
-                written.append(csv_path.name)
+                with atomic_path(self.output_dir / (image_id + _MEASUREMENTS)) as tmp:
+                    _write_csv(tmp, columns, rows)
+            written = output_names(image_id, self.overlay, self.measurements)
+            n_objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
             logger.info("%s: %d objects -> %s in %s", image_id, n_objects, ", ".join(written), self.output_dir)
         return data
