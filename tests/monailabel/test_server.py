@@ -1,0 +1,205 @@
+"""The MONAI Label app (``monailabel/cellseg``) as a real server: started with the documented command
+(``bash monailabel/start.sh <images>``) on 127.0.0.1, asked over HTTP, stopped by its process id.
+
+For every bundle that ships ``models/model.pt``, ``POST /infer/<bundle>`` must return the bundle's own result
+(``python -m monai.bundle run --config_file bundles/<bundle>/configs/inference.json`` on the same image, run in the
+test environment): the same ``uint16`` instance ids, pixel for pixel, same orientation. The two images are sample
+images: one as shipped (RGB 8-bit TIFF, 192 x 192), one made grey 16-bit PNG and not square (160 x 192), which
+catches a transposed result. No request may write into a bundle folder.
+
+Needs the MONAI Label venv (see ``conftest.py``); each HTTP call and subprocess has a timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from cellseg_monai.data import sample_data_dir
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BUNDLES_DIR = REPO / "bundles"
+START = REPO / "monailabel" / "start.sh"
+STARTUP_TIMEOUT_S = 240
+INFER_TIMEOUT_S = 300
+BUNDLE_RUN_TIMEOUT_S = 600
+
+
+def served_bundles() -> list[str]:
+    """Bundles the app serves: folders with configs/inference.json and models/model.pt (the alias link skipped)."""
+    return sorted(
+        p.name
+        for p in BUNDLES_DIR.iterdir()
+        if p.is_dir()
+        and not p.is_symlink()
+        and (p / "configs" / "inference.json").is_file()
+        and (p / "models" / "model.pt").is_file()
+    )
+
+
+BUNDLES = served_bundles()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_label_image(data: bytes) -> np.ndarray:
+    """The returned label file: TIFF (for TIFF inputs) or PNG."""
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return tifffile.imread(io.BytesIO(data))
+    return iio.imread(data, extension=".png")
+
+
+class Server:
+    """``bash monailabel/start.sh`` in the background; the script execs the server, so its pid is the server's."""
+
+    def __init__(self, venv: Path, studies: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, "CELLSEG_MONAILABEL_VENV": str(venv), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        cmd = ["bash", str(START), str(studies), "--host", "127.0.0.1", "--port", str(self.port)]
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def log_tail(self, n: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def request(self, method: str, path: str, timeout: float) -> tuple[int, str, bytes]:
+        req = urllib.request.Request(self.url + path, data=b"" if method == "POST" else None, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.headers.get("content-type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("content-type", ""), e.read()
+
+    def wait_ready(self) -> dict:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited with {self.proc.returncode} before answering:\n{self.log_tail()}")
+            try:
+                status, _, body = self.request("GET", "/info/", timeout=10)
+                if status == 200:
+                    return json.loads(body)
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(1)
+        pytest.fail(f"no answer from {self.url}/info/ within {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    """Two sample images under unique ids: RGB 8-bit TIFF as shipped, and a grey 16-bit 160 x 192 PNG."""
+    folder = tmp_path_factory.mktemp("monailabel-images")
+    token = f"ml{uuid.uuid4().hex[:8]}"
+    first, second = sorted(Path(sample_data_dir(), "images").glob("*.tif"))[:2]
+    rgb = tifffile.imread(first)
+    tifffile.imwrite(folder / f"{token}-rgb8.tif", rgb)
+    grey = tifffile.imread(second)
+    grey = grey.mean(axis=-1) if grey.ndim == 3 else grey
+    iio.imwrite(folder / f"{token}-grey16.png", np.round(grey[:160] * 257).astype(np.uint16))
+    return {p.stem: p for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def server(monailabel_venv, images, tmp_path_factory):
+    if not BUNDLES:
+        pytest.skip("no bundle ships models/model.pt yet")
+    studies = tmp_path_factory.mktemp("monailabel-studies")
+    for path in images.values():
+        (studies / path.name).write_bytes(path.read_bytes())
+    srv = Server(monailabel_venv, studies, tmp_path_factory.mktemp("monailabel-log") / "server.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def bundle_outputs(server, images, tmp_path_factory) -> dict[str, Path]:
+    """``python -m monai.bundle run`` of every served bundle on the images (while the server starts)."""
+    folder = next(iter(images.values())).parent
+    out = tmp_path_factory.mktemp("bundle-outputs")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for name in BUNDLES:
+        config = BUNDLES_DIR / name / "configs" / "inference.json"
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config)]
+        cmd += ["--dataset_dir", str(folder), "--output_dir", str(out / name)]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=BUNDLE_RUN_TIMEOUT_S)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-4000:]}"
+    return {name: out / name for name in BUNDLES}
+
+
+@pytest.fixture(scope="module")
+def info(server, bundle_outputs) -> dict:
+    return server.wait_ready()
+
+
+def test_info_lists_every_bundle_with_weights(info):
+    assert sorted(info["models"]) == BUNDLES
+    for name, model in info["models"].items():
+        assert model["type"] == "segmentation", name
+        assert model["dimension"] == 2, name
+        assert model["labels"] == {"nucleus": 1}, name
+    assert info["trainers"] == {}
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_infer_returns_the_bundles_instance_labels(bundle, server, info, images, bundle_outputs):
+    for image_id in images:
+        status, ctype, body = server.request("POST", f"/infer/{bundle}?image={image_id}&output=image", INFER_TIMEOUT_S)
+        assert status == 200, f"{bundle} {image_id}: HTTP {status} {body[:2000]!r}\n{server.log_tail()}"
+        got = read_label_image(body)
+        want = tifffile.imread(bundle_outputs[bundle] / f"{image_id}.tif")
+        assert want.dtype == np.uint16
+        assert got.dtype == np.uint16, f"{bundle} {image_id}: {got.dtype} ({ctype})"
+        assert got.shape == want.shape, f"{bundle} {image_id}: {got.shape} returned, bundle wrote {want.shape}"
+        assert np.array_equal(got, want), f"{bundle} {image_id}: {int((got != want).sum())} pixels differ" + (
+            " (the result is the transpose)" if got.shape == want.T.shape and np.array_equal(got, want.T) else ""
+        )
+
+    image_id = next(iter(images))
+    status, _, body = server.request("POST", f"/infer/{bundle}?image={image_id}&output=json", INFER_TIMEOUT_S)
+    assert status == 200, body[:2000]
+    params = json.loads(body)
+    want = tifffile.imread(bundle_outputs[bundle] / f"{image_id}.tif")
+    assert params["label_names"] == {"nucleus": 1}
+    assert params["instances"] == int(np.count_nonzero(np.unique(want)))
+
+
+def test_requests_write_nothing_into_the_bundles(server, info, images):
+    """After the inference tests (module order): no file named after a test image anywhere under bundles/."""
+    tokens = {image_id.split("-")[0] for image_id in images}
+    written = [p for p in BUNDLES_DIR.rglob("*") if any(t in p.name for t in tokens)]
+    assert written == []
