@@ -127,6 +127,20 @@ def split_ids(ids: list[str], val_fraction: float = 0.2, seed: int = 0) -> dict[
     return {"train": train, "val": val}
 
 
+def _refuse_shared_ids(split_file: Path, table: dict[str, list]) -> None:
+    """An image in two parts of ``split.json`` (train and val, val and test, ...) would be validated or tested on
+    what it was trained on: refuse, naming the ids."""
+    keys = list(table)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1 :]:
+            shared = sorted({str(x) for x in table[first]} & {str(x) for x in table[second]})
+            if shared:
+                raise DataError(
+                    f"{split_file}: {len(shared)} id(s) in both {first!r} and {second!r}: "
+                    f"{', '.join(shared[:5])}{' ...' if len(shared) > 5 else ''}; an image may be in one split only"
+                )
+
+
 def _select_split(root: Path, all_ids: list[str], split: str, val_fraction: float, seed: int) -> list[str]:
     """Ids of ``split``: from ``split.json`` when it lists the split, else derived by :func:`split_ids`."""
     if split == "all":
@@ -140,6 +154,7 @@ def _select_split(root: Path, all_ids: list[str], split: str, val_fraction: floa
             raise DataError(f"{split_file}: cannot parse split file ({exc})") from exc
         if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
             raise DataError(f'{split_file}: expected {{"train": [ids], "val": [ids], "test": [ids]}}')
+        _refuse_shared_ids(split_file, table)
         known = set(all_ids)
         for key, ids in table.items():
             missing = [str(i) for i in ids if str(i) not in known]

@@ -169,3 +169,19 @@ def test_user_scribbles_replacing_the_budget_are_announced(tmp_path, caplog):
         items = load_datalist(tmp_path, "all")
     assert [("scribble" in i) for i in items] == [True, False]
     assert "1 of 2" in caplog.text and "annotation_budget" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "split, shared",
+    [
+        ({"train": IDS[:6], "val": IDS[5:8]}, "1 id(s) in both 'train' and 'val': img05;"),
+        ({"train": IDS[:4], "val": IDS[4:8], "test": IDS[6:]}, "2 id(s) in both 'val' and 'test': img06, img07;"),
+        ({"train": IDS, "test": IDS[8:]}, "2 id(s) in both 'train' and 'test': img08, img09;"),
+    ],
+)
+def test_split_json_with_an_id_in_two_parts_is_refused(tmp_path, split, shared):
+    root = make_standard(tmp_path / "ds", IDS, split=split)
+    for part in ("train", "val", "test"):  # whichever part is asked for: the file is wrong
+        with pytest.raises(DataError) as info:
+            load_datalist(root, part)
+        assert str(info.value) == f"{root / 'split.json'}: {shared} an image may be in one split only"
