@@ -1,17 +1,26 @@
-"""Ignite handlers for bundle configs: metric handlers, whole-state training checkpoints, explainability outputs."""
+"""Ignite handlers for bundle configs: metric handlers, whole-state training checkpoints (with the run's identity and
+random generator states, so that only the same run is resumed, exactly), explainability outputs."""
 
 from __future__ import annotations
 
 from .canonical_shape import CanonicalShapeWriter
-from .checkpoint import TrainingCheckpoint, latest_checkpoint
+from .checkpoint import NothingToResumeError, RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
 from .metrics import InstanceMetricHandler, PixelMetricHandler
+from .random_state import RandomStates
+from .run_record import RESUME_SAFE_IDS, RunMismatchError, run_identity
 from .time_limit import TrainingTimeLimit
 
 __all__ = [
+    "RESUME_SAFE_IDS",
     "CanonicalShapeWriter",
     "InstanceMetricHandler",
+    "NothingToResumeError",
     "PixelMetricHandler",
+    "RandomStates",
+    "RunFolderInUseError",
+    "RunMismatchError",
     "TrainingCheckpoint",
     "TrainingTimeLimit",
     "latest_checkpoint",
+    "run_identity",
 ]

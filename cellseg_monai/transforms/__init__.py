@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
+from .checks import RequireFinite, RequireFinited
 from .copy_paste import CopyPaste, CopyPasted, paste_object
 from .foreground_count import ForegroundCount, ForegroundCountd, SplitInstanceOutputd
 from .intensity import NormalizePolarity, NormalizePolarityd
@@ -45,6 +46,8 @@ from .semantic_targets import (
 )
 
 __all__ = [
+    "RequireFinite",
+    "RequireFinited",
     "POINT_SOURCES",
     "MASK_SOURCES",
     "DetectPoints",

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from cellseg_monai.handlers.checkpoint import RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
+from cellseg_monai.handlers.checkpoint import (
+    NothingToResumeError,
+    RunFolderInUseError,
+    TrainingCheckpoint,
+    latest_checkpoint,
+)
+from cellseg_monai.handlers.run_record import RunMismatchError, write_run_file
 
 
 def test_latest_checkpoint_picks_highest_epoch(tmp_path):
@@ -99,3 +107,128 @@ def test_an_empty_or_unrelated_folder_is_fine(tmp_path):
     net = torch.nn.Linear(2, 1)
     _engine_with(net, torch.optim.SGD(net.parameters(), lr=0.1), tmp_path, resume=False).run([0], max_epochs=1)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# --- the run's identity (run.json) and what a resume refuses -------------------------------------------------------
+
+IDENTITY = {"bundle": "b", "dataset_dir": "/d", "train_ids": ["a"], "seed": 0, "config": {"learning_rate": 0.1}}
+
+
+def _engine(tmp_path, resume=False, identity=IDENTITY, overwrite=False):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    engine = Engine(lambda e, b: opt.step())
+    TrainingCheckpoint(str(tmp_path), net, opt, resume=resume, overwrite=overwrite, run_identity=identity).attach(
+        engine
+    )
+    return engine
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_new_run_records_itself_when_it_starts(tmp_path):
+    engine = _engine(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # building the trainer writes nothing
+    engine.run([0], max_epochs=1)
+    assert json.loads((tmp_path / "run.json").read_text()) == IDENTITY
+    assert latest_checkpoint(tmp_path).endswith("=1.pt")
+
+
+def test_resume_of_the_same_run_goes_on(tmp_path):
+    _engine(tmp_path).run([0], max_epochs=2)
+    engine = _engine(tmp_path, resume=True, identity=json.loads(json.dumps(IDENTITY)))
+    engine.run([0], max_epochs=4)
+    assert engine.state.epoch == 4 and latest_checkpoint(tmp_path).endswith("=4.pt")
+
+
+@pytest.mark.parametrize(
+    "identity, message",
+    [
+        ({**IDENTITY, "seed": 1}, "this folder holds another run: the seed differs (run: 0, now: 1)"),
+        ({**IDENTITY, "config": {"learning_rate": 0.2}}, "the config differs at learning_rate (run: 0.1, now: 0.2)"),
+    ],
+)
+def test_resume_of_another_run_is_refused_and_changes_nothing(tmp_path, identity, message):
+    _engine(tmp_path).run([0], max_epochs=2)
+    before = _files(tmp_path)
+    with pytest.raises(RunMismatchError) as info:
+        _engine(tmp_path, resume=True, identity=identity).run([0], max_epochs=4)
+    assert str(info.value).startswith(f"{tmp_path / 'run.json'}: --resume refused, ")
+    assert message in str(info.value)
+    assert _files(tmp_path) == before
+
+
+def test_resume_of_checkpoints_without_a_run_record_is_refused(tmp_path):
+    _engine(tmp_path, identity=None).run([0], max_epochs=1)  # e.g. written before run.json existed
+    with pytest.raises(RunMismatchError, match=r"run\.json: --resume refused, the folder holds checkpoints "):
+        _engine(tmp_path, resume=True).run([0], max_epochs=3)
+
+
+@pytest.mark.parametrize("max_epochs", [2, 1])
+def test_nothing_to_resume_when_the_checkpoint_reached_max_epochs(tmp_path, max_epochs):
+    _engine(tmp_path).run([0], max_epochs=2)
+    with pytest.raises(NothingToResumeError) as info:
+        _engine(tmp_path, resume=True).run([0], max_epochs=max_epochs)
+    assert str(info.value) == (
+        f"{tmp_path / 'checkpoint_epoch=2.pt'}: nothing to resume: checkpoint epoch 2 \u2265 max_epochs {max_epochs}; "
+        "pass a larger --train#trainer#max_epochs to train on"
+    )
+
+
+def test_resume_before_the_first_checkpoint_starts_the_same_run_afresh(tmp_path):
+    """Killed after validation wrote model.pt but before checkpoint_epoch=1.pt: the same run may go on, another
+    run may not take the folder."""
+    write_run_file(tmp_path, IDENTITY)
+    (tmp_path / "model.pt").write_bytes(b"best of epoch 1")
+    with pytest.raises(RunFolderInUseError, match=r"model\.pt"):
+        _engine(tmp_path, resume=True, identity={**IDENTITY, "seed": 5}).run([0], max_epochs=1)
+    _engine(tmp_path, resume=True).run([0], max_epochs=1)
+    assert latest_checkpoint(tmp_path).endswith("=1.pt")
+
+
+# --- a resumed run repeats the uninterrupted one ---------------------------------------------------------------------
+
+
+def _train(folder, max_epochs, resume=False):
+    """A MONAI trainer whose every step draws random numbers: shuffling, random transforms, dropout."""
+    from monai.data import CacheDataset, DataLoader
+    from monai.engines import SupervisedTrainer
+    from monai.transforms import Compose, RandFlipd, RandGaussianNoised, RandSpatialCropd
+    from monai.utils import set_determinism
+
+    set_determinism(seed=0)
+    data = [{"image": torch.rand(1, 8, 8), "label": torch.rand(1, 4, 4)} for _ in range(6)]
+    transform = Compose(
+        [
+            RandSpatialCropd(keys="image", roi_size=(4, 4), random_size=False),
+            RandFlipd(keys=["image", "label"], prob=0.5),
+            RandGaussianNoised(keys="image", prob=0.5),
+        ]
+    )
+    loader = DataLoader(CacheDataset(data, transform, progress=False), batch_size=2, shuffle=True)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Dropout(0.3), torch.nn.Conv2d(4, 1, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    handler = TrainingCheckpoint(str(folder), net, opt, resume=resume, run_identity=IDENTITY)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=max_epochs,
+        train_data_loader=loader,
+        network=net,
+        optimizer=opt,
+        loss_function=torch.nn.MSELoss(),
+        train_handlers=[handler],
+    )
+    trainer.run()
+    return net
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    whole = _train(tmp_path / "whole", 4)
+    _train(tmp_path / "parts", 2)  # = killed right after checkpoint_epoch=2.pt
+    resumed = _train(tmp_path / "parts", 4, resume=True)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    saved = torch.load(tmp_path / "parts" / "checkpoint_epoch=4.pt", weights_only=True)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in whole.state_dict().items())
