@@ -1,12 +1,12 @@
 """Ignite handlers for bundle configs: metric handlers, whole-state training checkpoints (with the run's identity and
-random generator states, so that only the same run is resumed, exactly), explainability outputs."""
+the data pipeline's random generators, so that only the same run is resumed, exactly), explainability outputs."""
 
 from __future__ import annotations
 
 from .canonical_shape import CanonicalShapeWriter
 from .checkpoint import NothingToResumeError, RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
 from .metrics import InstanceMetricHandler, PixelMetricHandler
-from .random_state import RandomStates
+from .pipeline_state import PipelineState
 from .run_record import RESUME_SAFE_IDS, RunMismatchError, run_identity
 from .time_limit import TrainingTimeLimit
 
@@ -15,8 +15,8 @@ __all__ = [
     "CanonicalShapeWriter",
     "InstanceMetricHandler",
     "NothingToResumeError",
+    "PipelineState",
     "PixelMetricHandler",
-    "RandomStates",
     "RunFolderInUseError",
     "RunMismatchError",
     "TrainingCheckpoint",

@@ -1,5 +1,5 @@
-"""Checkpointing of a whole training state (model, optimizer, trainer, random generators) with opt-in resume of
-the same run only."""
+"""Checkpointing of a whole training state (model, optimizer, trainer, random generators and data pipeline) with
+opt-in resume of the same run only."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from cellseg_monai.data.io import OverwriteError
-from cellseg_monai.handlers.random_state import RandomStates
+from cellseg_monai.handlers.pipeline_state import PipelineState
 from cellseg_monai.handlers.run_record import (
     RUN_FILE,
     RunMismatchError,
@@ -77,13 +77,14 @@ def _training_parts(engine: Engine) -> list[Any]:
 
 
 class TrainingCheckpoint:
-    """Save ``{model, optimizer, trainer[, lr_scheduler], rng}`` every ``interval`` epochs; optionally resume first.
+    """Save ``{model, optimizer, trainer[, lr_scheduler], pipeline}`` every ``interval`` epochs; optionally resume first.
 
     A bundle config cannot name the trainer inside the trainer's own handler list (MONAI's config resolver
     rejects the circular reference), so this handler receives the trainer in :meth:`attach` and builds MONAI's
-    ``CheckpointSaver`` / ``CheckpointLoader`` there. ``rng`` is a :class:`~cellseg_monai.handlers.random_state.
-    RandomStates` of the trainer's data loader, batch preparation, loss and inferer, so that a resumed run draws the
-    same random numbers as the uninterrupted one would have (bit-identical weights on CPU).
+    ``CheckpointSaver`` / ``CheckpointLoader`` there. ``pipeline`` is a :class:`~cellseg_monai.handlers.
+    pipeline_state.PipelineState` of the trainer's data loader, batch preparation, loss and inferer, so that a resumed
+    run draws the same random numbers, and its transforms remember the same samples, as the uninterrupted one
+    (bit-identical weights on CPU).
 
     Everything below is checked when training starts (building the trainer, a config check, writes nothing).
 
@@ -209,7 +210,7 @@ class TrainingCheckpoint:
         self._state = {"model": self.network, "optimizer": self.optimizer, "trainer": engine}
         if self.lr_scheduler is not None:
             self._state["lr_scheduler"] = self.lr_scheduler
-        self._state["rng"] = RandomStates(lambda: _training_parts(engine))
+        self._state["pipeline"] = PipelineState(lambda: _training_parts(engine))
         engine.add_event_handler(Events.STARTED, self._start)
         # created on every rank of a distributed run: Ignite's saver synchronises ranks and writes on rank 0 only
         CheckpointSaver(

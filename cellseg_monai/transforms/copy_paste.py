@@ -75,6 +75,11 @@ def paste_object(
     return image, labels
 
 
+def _plain(source: Hashable) -> str | int | None:
+    """A source id as a checkpoint can hold it (``torch.load(..., weights_only=True)``)."""
+    return source if source is None or isinstance(source, (str, int)) else str(source)
+
+
 class CopyPaste(Randomizable):
     """Array copy-paste: ``__call__(image (C, H, W), labels (1, H, W), source_id)`` → ``(image, labels)``.
 
@@ -125,6 +130,25 @@ class CopyPaste(Randomizable):
 
     def randomize(self, data: Any = None) -> None:  # randomness is drawn inside __call__ from self.R
         pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """The bank, for a training checkpoint: a resumed training pastes what the uninterrupted one would have.
+
+        Returns:
+            ``{"bank": [{"source": id, "image": (C, h, w) float32 tensor, "mask": (h, w) bool tensor}, ...]}``.
+        """
+        return {
+            "bank": [
+                {"source": _plain(source), "image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
+                for source, image, mask in self.bank
+            ]
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the bank by that of :meth:`state_dict`."""
+        self.bank.clear()
+        for entry in state["bank"]:
+            self.bank.append((entry["source"], entry["image"].numpy(), entry["mask"].numpy()))
 
     def add_source(self, image: Any, labels: Any, source_id: Hashable) -> None:
         """Put up to ``objects_per_image`` objects of one image ((C, H, W), (1, H, W) or (H, W)) into the bank."""

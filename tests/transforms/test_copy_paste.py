@@ -115,3 +115,24 @@ def test_bad_arguments(kwargs):
 def test_bad_shapes():
     with pytest.raises(ValueError, match="CopyPaste expects"):
         CopyPaste()(np.zeros((3, 8, 8)), np.zeros((1, 8, 9), np.int32))
+
+
+def test_the_bank_goes_through_a_checkpoint():
+    """state_dict / load_state_dict: a resumed training's CopyPaste pastes what the uninterrupted one would have."""
+    import io
+
+    source_img, source_lab = _disc_image([(20, 20), (44, 44)], 7, value=0.9, seed=3)
+    target_img, target_lab = _disc_image([(15, 48)], 6, value=0.5, seed=4)
+    used = CopyPaste(prob=1.0)
+    used.set_random_state(5)
+    used.add_source(source_img, source_lab, "a")
+    buffer = io.BytesIO()
+    torch.save(used.state_dict(), buffer)
+    resumed = CopyPaste(prob=1.0)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert [(s, i.shape, m.dtype) for s, i, m in resumed.bank] == [(s, i.shape, m.dtype) for s, i, m in used.bank]
+    used.set_random_state(9), resumed.set_random_state(9)
+    for a, b in zip(used(target_img, target_lab, "b"), resumed(target_img, target_lab, "b"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert CopyPaste().state_dict() == {"bank": []}
