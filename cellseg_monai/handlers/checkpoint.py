@@ -76,6 +76,23 @@ def _training_parts(engine: Engine) -> list[Any]:
     return [getattr(engine, name, None) for name in ("data_loader", "prepare_batch", "loss_function", "inferer")]
 
 
+class _BestModelRecord:
+    """The (score, file) list of the best models that MONAI's key-metric ``CheckpointSaver`` keeps, as a checkpoint
+    entry: a resumed run then replaces ``model.pt`` only by a better model, as the uninterrupted run would, not by
+    the first one it validates."""
+
+    def __init__(self, saver: CheckpointSaver) -> None:
+        self.saver = saver
+
+    def state_dict(self) -> dict[str, Any]:
+        tracker = getattr(self.saver, "_key_metric_checkpoint", None)
+        saved = tracker.state_dict()["_saved"] if tracker is not None else []
+        return {"saved": [[float(score), str(filename)] for score, filename in saved]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.saver.load_state_dict({"_saved": [(score, filename) for score, filename in state["saved"]]})
+
+
 class TrainingCheckpoint:
     """Save ``{model, optimizer, trainer[, lr_scheduler], pipeline}`` every ``interval`` epochs; optionally resume first.
 
@@ -106,6 +123,8 @@ class TrainingCheckpoint:
         run_identity: what this run is (:func:`~cellseg_monai.handlers.run_record.run_identity`): a new run
             writes it to ``<save_dir>/run.json`` (atomically, rank 0), a resumed one must match it. None: no
             ``run.json`` is written or checked.
+        best_model: the validator's key-metric ``CheckpointSaver`` (``model.pt``): its record of the best score is
+            saved too, so that a resumed run keeps the best model of the epochs before the interruption.
     """
 
     def __init__(
@@ -119,6 +138,7 @@ class TrainingCheckpoint:
         n_saved: int = 1,
         overwrite: bool = False,
         run_identity: Mapping[str, Any] | None = None,
+        best_model: CheckpointSaver | None = None,
     ) -> None:
         self.save_dir = str(save_dir)
         self.network = network
@@ -129,6 +149,7 @@ class TrainingCheckpoint:
         self.n_saved = n_saved
         self.overwrite = overwrite
         self.run_identity = dict(run_identity) if run_identity is not None else None
+        self.best_model = best_model
         self._state: dict[str, Any] = {}
 
     def _keep_schedule_length(self, load: Any, engine: Engine) -> None:
@@ -211,6 +232,8 @@ class TrainingCheckpoint:
         if self.lr_scheduler is not None:
             self._state["lr_scheduler"] = self.lr_scheduler
         self._state["pipeline"] = PipelineState(lambda: _training_parts(engine))
+        if self.best_model is not None:
+            self._state["best_model"] = _BestModelRecord(self.best_model)
         engine.add_event_handler(Events.STARTED, self._start)
         # created on every rank of a distributed run: Ignite's saver synchronises ranks and writes on rank 0 only
         CheckpointSaver(

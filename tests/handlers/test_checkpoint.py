@@ -232,3 +232,33 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
         assert torch.equal(a, b), name
     saved = torch.load(tmp_path / "parts" / "checkpoint_epoch=4.pt", weights_only=True)["model"]
     assert all(torch.equal(saved[k], v) for k, v in whole.state_dict().items())
+
+
+def test_a_resumed_run_keeps_the_best_model_of_the_epochs_before(tmp_path):
+    """model.pt is replaced only by a better model after a resume too, not by the first one validated."""
+    from monai.handlers import CheckpointSaver
+
+    scores = {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.7}  # validation score after each epoch: epoch 2 is the best
+
+    def run(max_epochs, resume):
+        net = torch.nn.Linear(1, 1, bias=False)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        trainer = Engine(lambda e, b: torch.nn.init.constant_(net.weight, e.state.epoch))  # weight = epoch
+        evaluator = Engine(lambda e, b: None)
+        evaluator.add_event_handler(
+            Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(f1=scores[trainer.state.epoch])
+        )
+        best = CheckpointSaver(
+            str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="f1", key_metric_filename="model.pt"
+        )
+        best.attach(evaluator)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))  # as ValidationHandler does
+        TrainingCheckpoint(str(tmp_path), net, opt, resume=resume, run_identity=IDENTITY, best_model=best).attach(
+            trainer
+        )
+        trainer.run([0], max_epochs=max_epochs)
+
+    run(2, resume=False)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].item() == 2
+    run(4, resume=True)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].item() == 2  # not 3 (0.6) nor 4 (0.7)
