@@ -6,6 +6,7 @@ from __future__ import annotations
 from cellseg_monai.postprocessing.canonical_merge import affine_table, canonical_instances, merge_groups
 from cellseg_monai.postprocessing.classic import ClassicBaseline, nuclei_are_dark, otsu_foreground, otsu_watershed
 from cellseg_monai.postprocessing.instances import (
+    WatershedParams,
     mask_to_instances,
     probability_to_instances,
     remove_small_labels,
@@ -36,6 +37,7 @@ __all__ = [
     "affine_table",
     "MEASUREMENT_COLUMNS",
     "ClassicBaseline",
+    "WatershedParams",
     "mask_to_instances",
     "nuclei_are_dark",
     "measure_instances",

@@ -8,14 +8,14 @@ baseline differs from them only in where the foreground comes from.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from cellseg_monai.postprocessing.instances import mask_to_instances
+from cellseg_monai.postprocessing.instances import WatershedParams, mask_to_instances
 
 __all__ = ["ClassicBaseline", "nuclei_are_dark", "otsu_foreground", "otsu_watershed"]
 
@@ -97,40 +97,25 @@ def otsu_foreground(image: np.ndarray, polarity: Polarity = "auto", smooth_sigma
 
 def otsu_watershed(
     image: np.ndarray,
-    min_size: int = 16,
     polarity: Polarity = "auto",
     smooth_sigma: float = 1.0,
-    watershed: bool = True,
-    min_distance: int = 5,
-    h: float = 1.0,
-    sigma: float = 1.0,
-    connectivity: int = 1,
-    fill_holes: bool = True,
-    max_hole_size: int | None = 256,
+    params: WatershedParams | None = None,
+    **overrides: Any,
 ) -> np.ndarray:
     """Classic baseline: :func:`otsu_foreground` then :func:`~cellseg_monai.postprocessing.instances.mask_to_instances`.
 
     Args:
         image: (H, W) or channel-first (C, H, W) image, any numeric dtype and range.
-        min_size, watershed, min_distance, h, sigma, connectivity, fill_holes, max_hole_size: see
-            :func:`cellseg_monai.postprocessing.instances.mask_to_instances`.
         polarity, smooth_sigma: see :func:`otsu_foreground`.
+        params, overrides: the mask → instances settings,
+            :class:`~cellseg_monai.postprocessing.instances.WatershedParams` and keyword overrides of its fields.
 
     Returns:
         (H, W) int32 instance labels, 0 = background, objects numbered 1..N consecutively.
     """
+    params = WatershedParams.of(params, **overrides)  # checked before the (slower) thresholding
     mask = otsu_foreground(image, polarity=polarity, smooth_sigma=smooth_sigma)
-    return mask_to_instances(
-        mask,
-        min_size=min_size,
-        watershed=watershed,
-        min_distance=min_distance,
-        h=h,
-        sigma=sigma,
-        connectivity=connectivity,
-        fill_holes=fill_holes,
-        max_hole_size=max_hole_size,
-    )
+    return mask_to_instances(mask, params)
 
 
 class ClassicBaseline(torch.nn.Module):
@@ -142,8 +127,10 @@ class ClassicBaseline(torch.nn.Module):
     inferer would blend and renumber labels across windows.
 
     Args:
-        min_size, polarity, smooth_sigma, watershed, min_distance, h, sigma, connectivity, fill_holes,
-            max_hole_size: see :func:`otsu_watershed`.
+        polarity, smooth_sigma: see :func:`otsu_watershed`.
+        params, overrides: the mask → instances settings,
+            :class:`~cellseg_monai.postprocessing.instances.WatershedParams` and keyword overrides of its fields
+            (``min_size=``, ``watershed=``, ...).
 
     Shapes:
         input (B, C, H, W) float images (any range) → output (B, 1, H, W) float32 instance labels
@@ -152,38 +139,26 @@ class ClassicBaseline(torch.nn.Module):
 
     def __init__(
         self,
-        min_size: int = 16,
         polarity: Polarity = "auto",
         smooth_sigma: float = 1.0,
-        watershed: bool = True,
-        min_distance: int = 5,
-        h: float = 1.0,
-        sigma: float = 1.0,
-        connectivity: int = 1,
-        fill_holes: bool = True,
-        max_hole_size: int | None = 256,
+        params: WatershedParams | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        self.kwargs = {
-            "min_size": min_size,
-            "polarity": polarity,
-            "smooth_sigma": smooth_sigma,
-            "watershed": watershed,
-            "min_distance": min_distance,
-            "h": h,
-            "sigma": sigma,
-            "connectivity": connectivity,
-            "fill_holes": fill_holes,
-            "max_hole_size": max_hole_size,
-        }
+        self.polarity = polarity
+        self.smooth_sigma = smooth_sigma
+        self.params = WatershedParams.of(params, **overrides)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"ClassicBaseline expects a (B, C, H, W) batch, got shape {tuple(x.shape)}.")
         images = x.detach().float().cpu().numpy()
-        labels = np.stack([otsu_watershed(image, **self.kwargs) for image in images])[:, None]
+        labels = np.stack([otsu_watershed(image, self.polarity, self.smooth_sigma, self.params) for image in images])[
+            :, None
+        ]
         return torch.as_tensor(labels, dtype=torch.float32, device=x.device)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        settings = {"polarity": self.polarity, "smooth_sigma": self.smooth_sigma, **self.params.as_dict()}
+        return ", ".join(f"{k}={v!r}" for k, v in settings.items())

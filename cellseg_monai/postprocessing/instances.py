@@ -29,13 +29,22 @@ Defaults are chosen for nuclei of roughly 10–40 px diameter:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
-__all__ = ["mask_to_instances", "probability_to_instances", "remove_small_labels", "seed_unseeded_components"]
+__all__ = [
+    "WatershedParams",
+    "mask_to_instances",
+    "probability_to_instances",
+    "remove_small_labels",
+    "seed_unseeded_components",
+]
 
 
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
@@ -45,17 +54,63 @@ def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
-def _check_params(min_size: int, min_distance: int, h: float, sigma: float, connectivity: int) -> None:
-    if min_size < 0:
-        raise ValueError(f"min_size must be >= 0, got {min_size}.")
-    if min_distance < 1:
-        raise ValueError(f"min_distance must be >= 1 px, got {min_distance}.")
-    if h <= 0:
-        raise ValueError(f"h must be > 0 (depth in px of the distance-transform valley), got {h}.")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}.")
-    if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 (4-connected) or 2 (8-connected), got {connectivity}.")
+@dataclass(frozen=True)
+class WatershedParams:
+    """The mask → instances settings (steps 2–5 of the module docstring), defined once for every function, transform
+    and network that ends in :func:`mask_to_instances`; each of those takes ``params`` and/or the fields below as
+    keyword arguments (a keyword overrides the field of ``params``).
+
+    Args:
+        min_size: objects with fewer pixels are removed (watershed fragments are merged into a neighbour instead).
+        watershed: split touching objects with a distance-transform watershed; False keeps connected components.
+        min_distance: minimum distance (px, Chebyshev) between two markers of the watershed, >= 1.
+        h: minimum depth (px) of the distance-transform valley between two markers (h-maxima), > 0.
+        sigma: Gaussian smoothing (px) of the distance transform before finding markers; 0 disables it.
+        connectivity: 1 for 4-connected, 2 for 8-connected objects.
+        fill_holes: fill holes inside the foreground before labelling.
+        max_hole_size: largest hole (px) that is filled; None fills every hole.
+
+    Raises:
+        ValueError: a value out of its range (checked on construction).
+    """
+
+    min_size: int = 16
+    watershed: bool = True
+    min_distance: int = 5
+    h: float = 1.0
+    sigma: float = 1.0
+    connectivity: int = 1
+    fill_holes: bool = True
+    max_hole_size: int | None = 256
+
+    def __post_init__(self) -> None:
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {self.min_size}.")
+        if self.min_distance < 1:
+            raise ValueError(f"min_distance must be >= 1 px, got {self.min_distance}.")
+        if self.h <= 0:
+            raise ValueError(f"h must be > 0 (depth in px of the distance-transform valley), got {self.h}.")
+        if self.sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {self.sigma}.")
+        if self.connectivity not in (1, 2):
+            raise ValueError(f"connectivity must be 1 (4-connected) or 2 (8-connected), got {self.connectivity}.")
+
+    @classmethod
+    def of(cls, params: WatershedParams | None = None, **overrides: Any) -> WatershedParams:
+        """``params`` (default: the defaults) with the fields named in ``overrides`` replaced.
+
+        Raises:
+            TypeError: an override that is not a field (the message lists the fields).
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown watershed parameter(s) {unknown}; the parameters are {sorted(names)}.")
+        return replace(params or cls(), **overrides) if overrides else (params or cls())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as keyword arguments."""
+        return asdict(self)
 
 
 def _fill_holes(mask: np.ndarray, max_hole_size: int | None) -> np.ndarray:
@@ -127,57 +182,34 @@ def _watershed_split(
     return labels
 
 
-def mask_to_instances(
-    mask: np.ndarray,
-    min_size: int = 16,
-    watershed: bool = True,
-    min_distance: int = 5,
-    h: float = 1.0,
-    sigma: float = 1.0,
-    connectivity: int = 1,
-    fill_holes: bool = True,
-    max_hole_size: int | None = 256,
-) -> np.ndarray:
+def mask_to_instances(mask: np.ndarray, params: WatershedParams | None = None, **overrides: Any) -> np.ndarray:
     """Binary foreground mask → instance labels (see the module docstring for the steps and defaults).
 
     Args:
         mask: (H, W) foreground mask, bool or anything whose non-zero pixels are foreground.
-        min_size: objects with fewer pixels are removed (watershed fragments are merged into a neighbour instead).
-        watershed: split touching objects with a distance-transform watershed; False keeps connected components.
-        min_distance: minimum distance (px, Chebyshev) between two markers of the watershed.
-        h: minimum depth (px) of the distance-transform valley between two markers (h-maxima).
-        sigma: Gaussian smoothing (px) of the distance transform before finding markers; 0 disables it.
-        connectivity: 1 for 4-connected, 2 for 8-connected objects.
-        fill_holes: fill holes inside the foreground before labelling.
-        max_hole_size: largest hole (px) that is filled; None fills every hole.
+        params: the settings, :class:`WatershedParams` (default: its defaults).
+        overrides: fields of :class:`WatershedParams` that replace those of ``params`` (``min_size=``,
+            ``watershed=``, ``min_distance=``, ``h=``, ``sigma=``, ``connectivity=``, ``fill_holes=``,
+            ``max_hole_size=``).
 
     Returns:
         (H, W) int32 instance labels, 0 = background, objects numbered 1..N consecutively.
     """
+    p = WatershedParams.of(params, **overrides)
     mask = _check_2d(mask, "mask").astype(bool)
-    _check_params(min_size, min_distance, h, sigma, connectivity)
-    if fill_holes:
-        mask = _fill_holes(mask, max_hole_size)
-    components, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
-    if watershed and components.max() > 0:
-        labels = _watershed_split(mask, components, min_size, min_distance, h, sigma, connectivity)
+    if p.fill_holes:
+        mask = _fill_holes(mask, p.max_hole_size)
+    components, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, p.connectivity))
+    if p.watershed and components.max() > 0:
+        labels = _watershed_split(mask, components, p.min_size, p.min_distance, p.h, p.sigma, p.connectivity)
     else:
         labels = components
-    labels = remove_small_labels(labels, min_size)
+    labels = remove_small_labels(labels, p.min_size)
     return relabel_sequential(labels)[0].astype(np.int32)
 
 
 def probability_to_instances(
-    prob: np.ndarray,
-    threshold: float = 0.5,
-    min_size: int = 16,
-    watershed: bool = True,
-    min_distance: int = 5,
-    h: float = 1.0,
-    sigma: float = 1.0,
-    connectivity: int = 1,
-    fill_holes: bool = True,
-    max_hole_size: int | None = 256,
+    prob: np.ndarray, threshold: float = 0.5, params: WatershedParams | None = None, **overrides: Any
 ) -> np.ndarray:
     """Foreground probability map → instance labels: ``mask_to_instances(prob > threshold, ...)``.
 
@@ -185,8 +217,7 @@ def probability_to_instances(
         prob: (H, W) float foreground probability in [0, 1] (any real values work; pixels ``> threshold`` are
             foreground). NaN is rejected.
         threshold: probability above which a pixel is foreground.
-        min_size, watershed, min_distance, h, sigma, connectivity, fill_holes, max_hole_size: see
-            :func:`mask_to_instances`.
+        params, overrides: the mask → instances settings, see :func:`mask_to_instances`.
 
     Returns:
         (H, W) int32 instance labels, 0 = background, objects numbered 1..N consecutively.
@@ -204,14 +235,4 @@ def probability_to_instances(
         raise TypeError(f"prob must be a numeric array, got dtype {prob.dtype}.")
     if np.isnan(prob).any():
         raise ValueError("prob contains NaN values.")
-    return mask_to_instances(
-        prob > threshold,
-        min_size=min_size,
-        watershed=watershed,
-        min_distance=min_distance,
-        h=h,
-        sigma=sigma,
-        connectivity=connectivity,
-        fill_holes=fill_holes,
-        max_hole_size=max_hole_size,
-    )
+    return mask_to_instances(prob > threshold, params, **overrides)

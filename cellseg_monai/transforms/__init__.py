@@ -6,6 +6,7 @@ from .blind_spot import BlindSpot, BlindSpotd, sample_blind_spots
 from .checks import RequireFinite, RequireFinited
 from .copy_paste import CopyPaste, CopyPasted, paste_object
 from .foreground_count import ForegroundCount, ForegroundCountd, SplitInstanceOutputd
+from .instance_outputs import InstanceOutputsd, ProbabilityToInstances, ProbabilityToInstancesd, labels_like
 from .intensity import NormalizePolarity, NormalizePolarityd
 from .interior_boundary import (
     InstancesToInteriorBoundary,
@@ -31,7 +32,6 @@ from .points import (
     map_to_points,
     points_to_map,
 )
-from .postprocessing import ProbabilityToInstances, ProbabilityToInstancesd, labels_like
 from .save_instances import SaveInstancesd, instance_overlay
 from .scribbles import SimulateScribbles, SimulateScribblesd
 from .semantic_targets import (
@@ -86,6 +86,7 @@ __all__ = [
     "MixtureToProbabilitiesd",
     "ProbabilityToInstances",
     "ProbabilityToInstancesd",
+    "InstanceOutputsd",
     "SaveInstancesd",
     "SimulateScribbles",
     "SimulateScribblesd",

@@ -150,3 +150,20 @@ def test_empty_input() -> None:
 def test_bad_input(prob: np.ndarray, kwargs: dict, error: type[Exception]) -> None:
     with pytest.raises(error):
         probability_to_instances(prob, **kwargs)
+
+
+def test_watershed_params_one_definition_with_keyword_overrides():
+    from cellseg_monai.postprocessing import WatershedParams
+
+    base = WatershedParams(min_size=4)
+    assert WatershedParams.of(base, watershed=False) == WatershedParams(min_size=4, watershed=False)
+    assert WatershedParams.of() == WatershedParams() and WatershedParams.of(base) is base
+    with pytest.raises(TypeError, match="unknown watershed parameter"):
+        WatershedParams.of(min_sise=3)
+    with pytest.raises(ValueError, match="connectivity"):
+        WatershedParams(connectivity=3)
+    yy, xx = np.mgrid[:40, :60]
+    mask = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 100) | ((yy - 20) ** 2 + (xx - 37) ** 2 <= 100)
+    params = WatershedParams(watershed=False)
+    np.testing.assert_array_equal(mask_to_instances(mask, params), mask_to_instances(mask, watershed=False))
+    assert mask_to_instances(mask, params, watershed=True).max() == 2  # a keyword overrides params
