@@ -1,9 +1,12 @@
 """Ignite handlers for bundle configs: metric handlers, whole-state training checkpoints (with the run's identity and
-the data pipeline's random generators, so that only the same run is resumed, exactly), explainability outputs."""
+the data pipeline's random generators, so that only the same run is resumed, exactly), explainability outputs, the
+detection bundle's centerness warm-up, and the ``batch_transform`` that names per-image metric rows."""
 
 from __future__ import annotations
 
+from .batch_meta import meta_of
 from .canonical_shape import CanonicalShapeWriter
+from .centerness_warmup import CenternessWarmup
 from .checkpoint import NothingToResumeError, RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
 from .metrics import InstanceMetricHandler, PixelMetricHandler
 from .pipeline_state import PipelineState
@@ -13,6 +16,7 @@ from .time_limit import TrainingTimeLimit
 __all__ = [
     "RESUME_SAFE_IDS",
     "CanonicalShapeWriter",
+    "CenternessWarmup",
     "InstanceMetricHandler",
     "NothingToResumeError",
     "PipelineState",
@@ -22,5 +26,6 @@ __all__ = [
     "TrainingCheckpoint",
     "TrainingTimeLimit",
     "latest_checkpoint",
+    "meta_of",
     "run_identity",
 ]

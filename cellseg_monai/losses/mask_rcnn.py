@@ -189,7 +189,7 @@ class MaskRCNNLoss(_Loss):
         centerness_positive_fraction: at most this fraction of them positive (0.5 = up to 1:1).
         centre_fraction: central box fraction of the positives (0.3).
         centerness_only: train the centerness module alone (warm-up; Feng et al.'s DH25-pa-warmup); switched per
-            epoch by :class:`cellseg_monai.engines.detection.CenternessWarmup`.
+            epoch by :class:`cellseg_monai.handlers.CenternessWarmup`.
         reduction: ``"mean"`` (per-term means, as in the papers) or ``"sum"``.
     """
 

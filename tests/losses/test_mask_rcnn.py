@@ -7,7 +7,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from cellseg_monai.engines.detection import CenternessWarmup
+from cellseg_monai.handlers import CenternessWarmup
 from cellseg_monai.losses.mask_rcnn import MaskRCNNLoss, box_head_loss, centerness_targets, mask_loss, rpn_loss
 
 

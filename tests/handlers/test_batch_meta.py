@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from monai.data import MetaTensor
 
-from cellseg_monai.engines import meta_of
+from cellseg_monai.handlers import meta_of
 
 
 def test_decollated_list_gives_one_meta_per_item():
