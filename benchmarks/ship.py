@@ -2,6 +2,12 @@
 
     OMP_NUM_THREADS=1 python benchmarks/ship.py impartial --minutes 20            # train, evaluate, install
     python benchmarks/ship.py impartial --reuse                                   # re-evaluate the same training
+    python benchmarks/ship.py impartial --minutes 1 --no-install --set network_def#features=32   # try a change
+
+``--set KEY=VALUE`` (repeatable, ``benchmarks/run.py`` override syntax) trains and scores a variant without touching
+the bundle; it needs ``--no-install``, since shipped weights are always the bundle's defaults. To ship a variant
+that was tried that way, make it the default in the configs and run the same command with ``--reuse`` (same
+``--work``): the training is reused, scored again with the configs as they are, and installed.
 
 One command per bundle, the bundle's own ``configs/train.json`` with its defaults (annotation budget, network,
 optimiser, seed 0): it trains on the ``train`` split of ``--data`` (BBBC038, CC0) for ``--minutes`` of wall clock with
@@ -173,7 +179,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, help="training run and predictions (default runs/ship/<bundle>)")
     p.add_argument("--reuse", action="store_true", help="reuse a finished training in --work (evaluate again)")
     p.add_argument("--no-install", action="store_true", help="score only; leave the bundle untouched")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (--no-install)")
     args = p.parse_args(argv)
+    if args.set and not args.no_install:
+        p.error("--set needs --no-install: shipped weights are trained with the bundle's defaults")
     if not args.data.is_dir():
         p.error(f"{args.data}: no such dataset folder")
     if args.minutes <= 0:
@@ -193,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     gt_dir = args.work / "gt_val"
     val_ids = write_val_labels(args.data, gt_dir)
-    train = train_bundle(bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, [], args.reuse)
+    train = train_bundle(bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse)
     weights = args.work / "model.pt"
     torch.save(network_state_dict(train["checkpoint"]), str(weights))
-    scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, [], args.reuse)
+    scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, args.set, args.reuse)
     if scores["missing"]:
         print(f"error: no prediction for {len(scores['missing'])} val images: {scores['missing'][:5]}", file=sys.stderr)
         return 1
