@@ -219,8 +219,8 @@ class TiledInstanceInferer(Inferer):
         labels = np.asarray(res["labels"]).astype(np.int64)
         if labels.shape != self.roi_size:
             raise ValueError(f"the predictor returned labels of shape {labels.shape}; expected {self.roi_size}.")
-        labels = labels[: max(0, h - y0), : max(0, w - x0)]  # drop the padding
-        k = int(labels.max(initial=0))
+        k = int(labels.max(initial=0))  # instances of the whole tile: the scores and attributes count them all
+        labels = labels[: max(0, h - y0), : max(0, w - x0)]  # drop the padding (may drop whole instances)
         if k == 0:
             return []
         scores = np.asarray(res.get("scores", np.ones(k)), dtype=np.float64).reshape(-1)
