@@ -17,12 +17,16 @@ from cellseg_monai.guards.errors import (
     root_cause,
 )
 from cellseg_monai.guards.inputs import protected_folders, screen_images
+from cellseg_monai.guards.lock import LOCK_FILE, FolderInUseError, RunLock, hold_folder, lock_holder, release_held
 from cellseg_monai.guards.options import check_device, check_flag, check_overrides, check_setting, refuse_unknown
 from cellseg_monai.guards.outputs import check_existing_outputs, check_output_dir
 
 __all__ = [
     "EXIT_DATA",
     "EXIT_USAGE",
+    "LOCK_FILE",
+    "FolderInUseError",
+    "RunLock",
     "SkippedInputs",
     "UsageError",
     "check_device",
@@ -33,8 +37,11 @@ __all__ = [
     "check_setting",
     "describe_error",
     "hidden_tracebacks",
+    "hold_folder",
+    "lock_holder",
     "protected_folders",
     "refuse_unknown",
+    "release_held",
     "root_cause",
     "screen_images",
 ]

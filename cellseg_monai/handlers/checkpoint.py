@@ -18,6 +18,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from cellseg_monai.data.io import OverwriteError
+from cellseg_monai.guards.lock import RunLock
 from cellseg_monai.handlers.pipeline_state import PipelineState
 from cellseg_monai.handlers.run_record import (
     RUN_FILE,
@@ -104,6 +105,11 @@ class TrainingCheckpoint:
     (bit-identical weights on CPU).
 
     Everything below is checked when training starts (building the trainer, a config check, writes nothing).
+    First of all, the run takes the folder's lock (:class:`~cellseg_monai.guards.lock.RunLock`, rank 0): a second
+    training started into the same ``save_dir`` while this one runs is refused
+    (:class:`~cellseg_monai.guards.lock.FolderInUseError`) before it reads, deletes or writes anything there; the lock
+    is released when training completes or is terminated, and at process exit; a lock left by a killed run is taken
+    over (so ``--resume`` after a kill works).
 
     Args:
         save_dir: folder of the ``checkpoint_epoch=N.pt`` files (the run's ``output_dir``).
@@ -151,6 +157,7 @@ class TrainingCheckpoint:
         self.run_identity = dict(run_identity) if run_identity is not None else None
         self.best_model = best_model
         self._state: dict[str, Any] = {}
+        self._lock = RunLock(self.save_dir, "training")
 
     def _keep_schedule_length(self, load: Any, engine: Engine) -> None:
         """Run ``load(engine)`` but keep the scheduler's length from this run's config."""
@@ -214,7 +221,19 @@ class TrainingCheckpoint:
                 "--train#trainer#max_epochs to train on"
             )
 
+    def _release(self, engine: Engine | None = None) -> None:
+        self._lock.release()
+
     def _start(self, engine: Engine) -> None:
+        if idist.get_rank() == 0:
+            self._lock.acquire()
+        try:
+            self._resume_or_claim(engine)
+        except BaseException:
+            self._lock.release()  # refused at start: leave the folder as it was, without a lock file
+            raise
+
+    def _resume_or_claim(self, engine: Engine) -> None:
         path = latest_checkpoint(self.save_dir) if self.resume else ""
         if not path:
             if self.resume:
@@ -235,6 +254,8 @@ class TrainingCheckpoint:
         if self.best_model is not None:
             self._state["best_model"] = _BestModelRecord(self.best_model)
         engine.add_event_handler(Events.STARTED, self._start)
+        # not on EXCEPTION_RAISED: a handler there would change how Ignite re-raises; the lock goes at exit then
+        engine.add_event_handler(Events.COMPLETED | Events.TERMINATE, self._release)
         # created on every rank of a distributed run: Ignite's saver synchronises ranks and writes on rank 0 only
         CheckpointSaver(
             save_dir=self.save_dir,
