@@ -8,6 +8,7 @@ from .batch_meta import meta_of
 from .canonical_shape import CanonicalShapeWriter
 from .centerness_warmup import CenternessWarmup
 from .checkpoint import NothingToResumeError, RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
+from .init_weights import InitWeights, InitWeightsError, load_network_weights, resolve_init_ckpt
 from .metrics import InstanceMetricHandler, PixelMetricHandler
 from .pipeline_state import PipelineState
 from .run_record import RESUME_SAFE_IDS, RunMismatchError, run_identity
@@ -17,6 +18,8 @@ __all__ = [
     "RESUME_SAFE_IDS",
     "CanonicalShapeWriter",
     "CenternessWarmup",
+    "InitWeights",
+    "InitWeightsError",
     "InstanceMetricHandler",
     "NothingToResumeError",
     "PipelineState",
@@ -26,6 +29,8 @@ __all__ = [
     "TrainingCheckpoint",
     "TrainingTimeLimit",
     "latest_checkpoint",
+    "load_network_weights",
     "meta_of",
+    "resolve_init_ckpt",
     "run_identity",
 ]
