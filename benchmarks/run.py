@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
 from benchmarks.infer import parse_override, select_overrides  # noqa: E402
 from benchmarks.measure import machine_info, matmul_gflops, run_with_peak_rss  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
+from cellseg_monai.bundle.paths import bundles_dir  # noqa: E402
 
 __all__ = [
     "DEFAULT_BUDGETS",
@@ -58,7 +59,7 @@ __all__ = [
     "main",
 ]
 
-BUNDLES_DIR = REPO / "bundles"
+BUNDLES_DIR = bundles_dir()  # the bundles that come with the package (cellseg_monai.bundle.paths)
 DEFAULT_BUDGETS = [0.05, 0.1, 0.25, 0.5, 1.0]
 TINY_OVERRIDES = ["network_def#features=8", "num_samples=2", "supervised_unet:network_def#features=[8,8,16,16,32,8]"]
 NO_VALIDATION = "100000000"
@@ -81,7 +82,8 @@ class Bundle:
 
 
 def discover_bundles(selected: list[str] | None = None, root: Path = BUNDLES_DIR) -> tuple[list[Bundle], list[str]]:
-    """The bundles under ``root`` (real folders with ``configs/train.json``; symlinked aliases are skipped).
+    """The bundles under ``root`` (real folders with ``configs/train.json``; symlinked aliases are skipped); ``root``
+    defaults to the package's bundles (:func:`cellseg_monai.bundle.paths.bundles_dir`).
 
     Args:
         selected: names to keep (in this order); ``None`` keeps every bundle, sorted by name.
@@ -118,7 +120,8 @@ def applicable_overrides(overrides: list[str], bundle: str, config_files: list[P
 def _bundle_cmd(bundle: Bundle, configs: list[str], args: list[str]) -> list[str]:
     files = [str(bundle.config(c)) for c in configs]
     config_arg = files[0] if len(files) == 1 else str(files)
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, *args]
+    root = ["--bundle_root", str(bundle.path)]  # explicit: the run never depends on the working directory
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, *root, *args]
 
 
 def _run(cmd: list[str], log: Path) -> Any:

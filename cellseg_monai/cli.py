@@ -21,25 +21,14 @@ from pathlib import Path
 
 import fire
 
-__all__ = ["simulate", "segment", "evaluate", "export_bundle", "find_bundle", "main"]
+from cellseg_monai.bundle.paths import find_bundle
+
+__all__ = ["simulate", "segment", "evaluate", "export_bundle", "main"]
 
 SEGMENT_OPTIONS: tuple[str, ...] = ("input", "bundle", "output_dir", "ckpt_path", "device", "overwrite")
 """``segment``'s own options; every other ``--id value`` must be an id of the bundle's ``inference.json``."""
 SET_BY_SEGMENT: tuple[str, ...] = ("bundle_root", "dataset_dir", "datalist", "output_dir", "ckpt_path", "device")
 """Config ids that ``segment`` sets from its arguments (not accepted as overrides)."""
-
-REPO_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-
-
-def find_bundle(bundle: str) -> Path:
-    """Root folder of ``bundle``: a path to a bundle folder, or a name under the repository's ``bundles/``."""
-    path = Path(bundle)
-    if (path / "configs").is_dir():
-        return path
-    if (REPO_BUNDLES / bundle / "configs").is_dir():
-        return REPO_BUNDLES / bundle
-    known = sorted(p.name for p in REPO_BUNDLES.glob("*") if (p / "configs").is_dir()) if REPO_BUNDLES.is_dir() else []
-    raise FileNotFoundError(f"no bundle '{bundle}': give a bundle folder (with configs/) or one of {known}")
 
 
 def simulate(
@@ -82,30 +71,6 @@ def _screened_datalist(entries: Sequence[dict[str, str]]) -> list[dict[str, str]
     return out
 
 
-def _checked_bundle(
-    bundle: str, overrides: dict[str, object], ckpt_path: str | None, device: str | None
-) -> tuple[Path, int | None]:
-    """The bundle's root folder and its input channel count, after refusing unknown or out-of-range overrides, a
-    missing weights file and an absent device."""
-    from monai.bundle import ConfigParser
-
-    from cellseg_monai.data.io import DataError
-    from cellseg_monai.guards import UsageError, check_device, check_overrides
-
-    try:
-        root = find_bundle(str(bundle))
-    except FileNotFoundError as exc:
-        raise UsageError("--bundle", str(exc)) from None
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    check_overrides(parser.get(), overrides, options=SEGMENT_OPTIONS, reserved=SET_BY_SEGMENT)
-    check_device(device)
-    if ckpt_path is not None and not Path(str(ckpt_path)).is_file():
-        raise DataError(f"{ckpt_path}: weights file does not exist (--ckpt_path)")
-    channels = overrides.get("in_channels", parser.get("in_channels"))
-    return root, channels if isinstance(channels, int) and not isinstance(channels, bool) else None
-
-
 def segment(
     input: str,
     bundle: str = "impartial",
@@ -117,6 +82,9 @@ def segment(
 ):
     """Segment an image file, a folder of images, or a dataset folder (with ``images/``) with a bundle's inference.
 
+    ``--bundle`` is a bundle name or folder (:func:`cellseg_monai.bundle.paths.find_bundle`); the bundle, options,
+    weights and device are checked as the Python API checks them (:func:`cellseg_monai.api.inference_config`).
+
     Writes ``<output_dir>/<id>.tif`` (instance labels), ``<id>_overlay.png`` and ``<id>.csv`` (per-object measurements).
     ``ckpt_path`` defaults to ``<bundle>/models/model.pt``. Any other ``--id value`` overrides that config id of the
     bundle's ``inference.json`` (e.g. ``--prob_threshold 0.4``); ids the config does not have are refused.
@@ -127,6 +95,7 @@ def segment(
     """
     from monai.bundle import run
 
+    from cellseg_monai.api import inference_config
     from cellseg_monai.data.layouts import list_images
     from cellseg_monai.guards import (
         SkippedInputs,
@@ -139,25 +108,20 @@ def segment(
     from cellseg_monai.transforms.save_instances import output_names
 
     check_flag("overwrite", overwrite)
-    root, channels = _checked_bundle(bundle, config_overrides, ckpt_path, device)
+    setup = inference_config(bundle, ckpt_path, device, config_overrides, SEGMENT_OPTIONS, SET_BY_SEGMENT)
     datalist = list_images(str(input))
     images = [entry["image"] for entry in datalist]
     check_output_dir(str(output_dir), protected_folders(str(input), datalist), images)
     check_existing_outputs(str(output_dir), [n for e in datalist for n in output_names(e["id"])], overwrite)
-    good, skipped = screen_images(datalist, channels)
+    good, skipped = screen_images(datalist, setup.in_channels)
     if good:
-        overrides = {**config_overrides, "bundle_root": str(root), "dataset_dir": str(input)}
-        overrides.update(output_dir=str(output_dir), datalist=_screened_datalist(good))
-        if ckpt_path is not None:
-            overrides["ckpt_path"] = str(ckpt_path)
-        if device is not None:
-            overrides["device"] = f"$torch.device({str(device)!r})"
-        configs = root / "configs"
+        overrides = {**setup.overrides, "dataset_dir": str(input), "output_dir": str(output_dir)}
         run(
-            config_file=str(configs / "inference.json"),
-            meta_file=str(configs / "metadata.json"),
-            logging_file=str(configs / "logging.conf"),
+            config_file=str(setup.config_file),
+            meta_file=str(setup.meta_file),
+            logging_file=str(setup.logging_file),
             **overrides,
+            datalist=_screened_datalist(good),
         )
         print(f"predictions written to {os.path.abspath(output_dir)}")
     if skipped:

@@ -1,4 +1,12 @@
-"""Locating a bundle's root directory and its checkpoints from inside a bundle config.
+"""Where bundles are: the bundles that come with the package (found by name, for the CLI, the Python API and the
+benchmarks), and a bundle's own root directory and checkpoints as seen from inside its configs.
+
+**Finding a bundle by name or folder** (:func:`find_bundle`): a folder holding ``configs/`` is taken as given;
+otherwise the name (``imppartial`` is an alias of ``impartial``) is looked up in :func:`bundles_dir`, the folder of
+bundles that travel with the package: ``cellseg_monai/_bundles``, which in a checkout is a link to the repository's
+``bundles/`` and in an installed wheel is a copy of it (``pyproject.toml`` ships it as package data).
+
+**A bundle config locating itself** (``bundle_root``):
 
 A bundle's configs name files relative to ``bundle_root`` (``models/model.pt``, ``runs/``). MONAI does not tell a
 config where it was read from, and model-zoo bundles assume ``bundle_root = "."`` (run from inside the bundle).
@@ -20,7 +28,64 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["locate_bundle_root", "is_bundle_dir", "existing_checkpoint"]
+__all__ = [
+    "BUNDLE_ALIASES",
+    "bundles_dir",
+    "bundle_names",
+    "find_bundle",
+    "locate_bundle_root",
+    "is_bundle_dir",
+    "existing_checkpoint",
+]
+
+BUNDLE_ALIASES: dict[str, str] = {"imppartial": "impartial"}
+"""Other names of a bundle (``bundles/imppartial`` is a link to ``bundles/impartial`` in a checkout)."""
+
+
+def bundles_dir() -> Path:
+    """The folder of the bundles that come with the package, ``<package>/_bundles``, with links resolved (a checkout:
+    the repository's ``bundles/``; an installed wheel: its copy). It may be missing from a broken install."""
+    return (Path(__file__).resolve().parents[1] / "_bundles").resolve()
+
+
+def bundle_names() -> list[str]:
+    """Names of the bundles that come with the package (folders of :func:`bundles_dir` holding
+    ``configs/metadata.json``), sorted; aliases (links, :data:`BUNDLE_ALIASES`) are not listed."""
+    root = bundles_dir()
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if not p.is_symlink() and p.name not in BUNDLE_ALIASES and is_bundle_dir(p, p.name)
+    )
+
+
+def find_bundle(bundle: str | os.PathLike) -> Path:
+    """The root folder (holding ``configs/``) of a bundle given by folder or by name: the one rule the CLI, the Python
+    API (:func:`cellseg_monai.load_bundle`) and ``benchmarks/run.py`` share.
+
+    Args:
+        bundle: a folder holding ``configs/`` (an unpacked model-zoo zip, a copy you edited), or the name of a bundle
+            that comes with the package (:func:`bundle_names`, or an alias from :data:`BUNDLE_ALIASES`). A folder
+            wins over a name.
+
+    Returns:
+        The absolute bundle folder; for a name, the folder under :func:`bundles_dir` (aliases resolved).
+
+    Raises:
+        FileNotFoundError: neither a bundle folder nor a known name; the message lists the known names.
+    """
+    path = Path(bundle)
+    if (path / "configs").is_dir():
+        return path.absolute()
+    name = BUNDLE_ALIASES.get(str(bundle), str(bundle))
+    shipped = bundles_dir() / name
+    if "/" not in name and "\\" not in name and name not in ("", ".", "..") and (shipped / "configs").is_dir():
+        return shipped
+    known = bundle_names()
+    where = f"one of {known}" if known else f"a bundle name (none found: {bundles_dir()} is missing or empty)"
+    raise FileNotFoundError(f"no bundle '{bundle}': give a bundle folder (with configs/) or {where}")
 
 
 def is_bundle_dir(path: str | os.PathLike, name: str) -> bool:
