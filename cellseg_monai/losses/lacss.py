@@ -6,7 +6,7 @@ annotations", Communications Biology 6:232 (2023), Methods (and its preprint bio
 the image-level foreground mask (0 outside the image).
 
 - LPN loss (:func:`lpn_loss`): sigmoid focal loss (Lin et al. 2017, γ = 2, α = 0.25) of the per-cell scores against
-  the targets of :func:`~cellseg_monai.networks.blocks.lacss_lpn.encode_lpn_targets` (nearest LOI), summed and
+  the targets of :func:`~cellseg_monai.targets.locations.encode_lpn_targets` (nearest LOI), summed and
   divided by the number of positive cells, plus the Huber loss of the offsets on positive cells (mean).
 - Weak segmentation loss (:func:`weak_segmentation_loss`): consistency of the cells with the image-level mask plus
   a penalty on overlaps between cells::
@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
 from cellseg_monai.losses.focal import sigmoid_focal_loss
-from cellseg_monai.networks.blocks.lacss_lpn import encode_lpn_targets
-from cellseg_monai.networks.blocks.lacss_segmentor import crop_patches, window_coordinates
+from cellseg_monai.targets.locations import crop_patches, encode_lpn_targets, window_coordinates
 
 __all__ = [
     "LacssLoss",
@@ -69,7 +68,7 @@ def lpn_loss(
     Args:
         logits: (1, h, w) score logits; offsets: (2, h, w) offsets in units of ``stride``.
         points: (K, 2) (y, x) LOIs in pixels.
-        stride, radius: see :func:`~cellseg_monai.networks.blocks.lacss_lpn.encode_lpn_targets`.
+        stride, radius: see :func:`~cellseg_monai.targets.locations.encode_lpn_targets`.
         gamma, alpha: focal loss parameters (alpha weighs positives; < 0 disables the weighting).
         huber_delta: Huber transition point (offset units).
 

@@ -28,7 +28,7 @@ from monai.apps.detection.utils.hard_negative_sampler import HardNegativeSampler
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from cellseg_monai.networks.centerness import instance_boxes, pixel_anchors
+from cellseg_monai.targets.boxes import instance_boxes, pixel_anchors
 
 __all__ = [
     "MaskRCNNLoss",

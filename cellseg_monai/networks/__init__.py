@@ -1,9 +1,9 @@
-"""networks: one network per file; shared blocks in networks/blocks/."""
+"""networks: one network per module; a network with parts of its own is a subpackage holding them
+(``mask_rcnn/``, ``lacss/``, ``canonical_shape/``)."""
 
 from __future__ import annotations
 
 from .canonical_shape import BACKBONES, CanonicalShapeNet, DilatedResNet, render_instances
-from .centerness import CenternessModule, ignore_matched_negatives, instance_boxes, pixel_anchors
 from .impartial_unet import (
     ImPartialUNet,
     check_classes,
@@ -18,7 +18,16 @@ from .lacss import (
     LacssBackbone,
     match_locations,
 )
-from .mask_rcnn import IoUMatcher, MaskRCNN, SmallBackbone, nms
+from .mask_rcnn import (
+    CenternessModule,
+    IoUMatcher,
+    MaskRCNN,
+    SmallBackbone,
+    ignore_matched_negatives,
+    instance_boxes,
+    nms,
+    pixel_anchors,
+)
 from .seunet import SEConvBlock, SEUNet, pad_to_multiple
 from .sparse_seunet import InstanceActivationBranch, SparseSEUNet, aggregate_instance_features, coordinate_channels
 

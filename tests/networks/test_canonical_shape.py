@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from cellseg_monai.networks.blocks.implicit_shape import ImplicitShapeMLP
 from cellseg_monai.networks.canonical_shape import CanonicalShapeNet, DilatedResNet, render_instances
+from cellseg_monai.networks.canonical_shape.implicit_shape import ImplicitShapeMLP
 
 STRIDE = 16
 

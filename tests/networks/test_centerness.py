@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.measure import regionprops
 
-from cellseg_monai.networks.centerness import (
+from cellseg_monai.networks.mask_rcnn.centerness import (
     CenternessModule,
     ignore_matched_negatives,
     instance_boxes,

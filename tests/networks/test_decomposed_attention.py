@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cellseg_monai.networks.blocks.decomposed_attention import DecomposedSelfAttention
+from cellseg_monai.networks.mask_rcnn.decomposed_attention import DecomposedSelfAttention
 
 
 def _reference(block: DecomposedSelfAttention, x: torch.Tensor) -> torch.Tensor:

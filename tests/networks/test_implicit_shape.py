@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg_monai.networks.blocks.implicit_shape import ImplicitShapeMLP
+from cellseg_monai.networks.canonical_shape.implicit_shape import ImplicitShapeMLP
 
 
 def _np_forward(mlp: ImplicitShapeMLP, coords: np.ndarray) -> np.ndarray:

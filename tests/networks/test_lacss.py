@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from cellseg_monai.networks.blocks.lacss_lpn import decode_lpn, encode_lpn_targets, grid_centers
-from cellseg_monai.networks.blocks.lacss_segmentor import crop_patches, paste_instances
 from cellseg_monai.networks.lacss import Lacss, match_locations
+from cellseg_monai.networks.lacss.segmentor import paste_instances
 from cellseg_monai.postprocessing.nms import distance_nms
+from cellseg_monai.targets.locations import crop_patches, decode_lpn, encode_lpn_targets, grid_centers
 
 TINY = {"features": (8, 16, 32), "feature_channels": 8, "seg_hidden": 8, "crop_size": 16}
 

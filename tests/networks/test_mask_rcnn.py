@@ -7,7 +7,17 @@ from monai.apps.detection.utils.anchor_utils import AnchorGenerator
 from monai.apps.detection.utils.ATSS_matcher import Matcher
 from monai.data.box_utils import non_max_suppression
 
-from cellseg_monai.networks.mask_rcnn import IoUMatcher, MaskRCNN, nms
+import cellseg_monai.networks.mask_rcnn as mask_rcnn
+from cellseg_monai.networks.mask_rcnn import (
+    IoUMatcher,
+    MaskHead,
+    MaskRCNN,
+    PartialMaskRCNN,
+    RPNHead,
+    build_mask_rcnn,
+    default_parts,
+    nms,
+)
 from cellseg_monai.postprocessing.mask_paste import paste_masks
 
 TINY = {"backbone_channels": (4, 8, 8, 8), "fpn_channels": 8, "representation_size": 16, "attention_channels": 4}
@@ -33,7 +43,7 @@ def _np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_anchor_grid_hand_computed():
-    net = MaskRCNN(**TINY)
+    net = MaskRCNN.build(**TINY)
     img = torch.zeros(1, 3, 32, 48)
     feats = [torch.zeros(1, 8, 32 // s, 48 // s) for s in (4, 8, 16)]
     anchors = net.anchor_generator(img, feats)[0]
@@ -50,7 +60,7 @@ def test_anchor_grid_hand_computed():
 
 @pytest.mark.parametrize("coder", ["rpn_coder", "box_coder"])
 def test_box_coding_round_trip(coder):
-    net = MaskRCNN(**TINY)
+    net = MaskRCNN.build(**TINY)
     c = getattr(net, coder)
     g = torch.Generator().manual_seed(1)
     anchors = torch.rand(20, 2, generator=g) * 50
@@ -113,7 +123,7 @@ def _scene():
 
 def test_training_outputs_are_consistent():
     torch.manual_seed(0)
-    net = MaskRCNN(**TINY).train()
+    net = PartialMaskRCNN.build(**TINY).train()
     img, lab = _scene()
     out = net(img, lab)
     assert out["rpn_logits"].shape == out["rpn_labels"].shape
@@ -136,7 +146,7 @@ def test_training_outputs_are_consistent():
 
 def test_negatives_matching_centerness_detections_are_ignored(monkeypatch):
     torch.manual_seed(0)
-    net = MaskRCNN(**TINY).train()
+    net = PartialMaskRCNN.build(**TINY).train()
     img, lab = _scene()
     pred = torch.tensor([[40.0, 40.0, 56.0, 56.0]])  # the module "found" the unlabelled nucleus
     props = torch.tensor([[40.0, 40.0, 56.0, 56.0], [41.0, 40.0, 56.0, 57.0], [0.0, 40.0, 10.0, 60.0]])
@@ -156,7 +166,7 @@ def test_negatives_matching_centerness_detections_are_ignored(monkeypatch):
 
 def test_inference_single_tensor_any_size():
     torch.manual_seed(0)
-    net = MaskRCNN(**TINY, detections_per_image=20).eval()
+    net = PartialMaskRCNN.build(**TINY, detections_per_image=20).eval()
     with torch.no_grad():
         y = net(torch.rand(2, 3, 45, 70))
     assert y.shape == (2, 2, 45, 70) and y.dtype == torch.float32
@@ -165,23 +175,63 @@ def test_inference_single_tensor_any_size():
     assert ((score > 0) == (labels > 0)).all() and score.max() <= 1
 
 
-def test_without_attention_or_centerness():
-    net = MaskRCNN(**TINY, use_attention=False, use_centerness=False).train()
-    assert len(net.attention) == 0 and net.centerness is None
+def test_plain_mask_rcnn_ignores_no_negative():
+    torch.manual_seed(0)
+    net = MaskRCNN.build(**{**TINY, "attention_channels": None}).train()
+    assert type(net) is MaskRCNN and len(net.attention) == 0 and not hasattr(net, "centerness")
     img, lab = _scene()
     out = net(img, lab)
-    assert "centerness_logits" not in out and out["ignored_rpn"] == 0
+    assert "centerness_logits" not in out and out["ignored_rpn"] == 0 and out["ignored_box"] == 0
+    assert len(net.eval()(img)) == 1
+
+
+def test_parts_passed_in_are_the_network_layers():
+    parts = default_parts(**TINY)
+    parts["mask_head"] = MaskHead(8, convs=2)
+    net = MaskRCNN(**parts, min_area=9)
+    assert net.mask_head is parts["mask_head"] and net.backbone is parts["backbone"] and net.fpn is parts["fpn"]
+    assert net.rpn_cls is parts["rpn_head"].cls and net.box_head is parts["box_head"].trunk
+    assert net.rpn_sampler is parts["rpn_head"].sampler and net.box_matcher is parts["box_head"].matcher
+    assert net.min_area == 9 and net.detections_per_image == parts["box_head"].detections_per_image
+    # the layer names (= the state_dict keys of the shipped weights) do not depend on the parts' own names
+    assert {k.split(".")[0] for k in net.state_dict()} == {
+        "backbone", "fpn", "attention", "rpn_conv", "rpn_cls", "rpn_reg", "box_head", "box_cls", "box_reg", "mask_head"
+    }  # fmt: skip
+    assert net.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_parts_that_do_not_fit_are_refused():
+    parts = default_parts(**TINY)
+    parts["rpn_head"] = RPNHead(8, num_anchors=3)  # the generator makes 2 sizes × 3 ratios = 6 per location
+    with pytest.raises(ValueError, match="anchors"):
+        MaskRCNN(**parts)
+    with pytest.raises(ValueError, match="one module per FPN level"):
+        MaskRCNN(**{**default_parts(**TINY), "attention": [torch.nn.Identity()]})
+
+
+@pytest.mark.parametrize("flags,cls", [({}, PartialMaskRCNN), ({"use_centerness": False}, MaskRCNN)])
+def test_version1_call_builds_the_same_network(flags, cls):
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="build_mask_rcnn"):
+        old = MaskRCNN(**TINY, **flags)
+    torch.manual_seed(0)
+    new = build_mask_rcnn(**TINY, **flags)
+    assert type(old) is type(new) is cls
+    assert list(old.state_dict()) == list(new.state_dict())
+    for k, v in new.state_dict().items():
+        assert torch.equal(old.state_dict()[k], v), k
+    assert mask_rcnn.MaskRCNN is MaskRCNN  # the class itself, not a stand-in
 
 
 def test_pretrained_path(tmp_path):
-    a = MaskRCNN(**TINY)
+    a = PartialMaskRCNN.build(**TINY)
     path = tmp_path / "w.pt"
     torch.save(a.state_dict(), path)
-    b = MaskRCNN(**TINY, pretrained_path=str(path))
+    b = PartialMaskRCNN.build(**TINY, pretrained_path=str(path))
     for k, v in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v)
     with pytest.raises(FileNotFoundError):
-        MaskRCNN(**TINY, pretrained_path=str(tmp_path / "missing.pt"))
+        MaskRCNN.build(**TINY, pretrained_path=str(tmp_path / "missing.pt"))
 
 
 def test_paste_masks_by_score():

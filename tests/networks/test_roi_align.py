@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg_monai.networks.blocks.roi_align import RoIAlign, roi_align
+from cellseg_monai.networks.mask_rcnn.roi_align import RoIAlign, roi_align
 
 
 def _bilinear(f: np.ndarray, y: float, x: float) -> float:

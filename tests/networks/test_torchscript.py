@@ -17,9 +17,9 @@ from monai.networks.utils import convert_to_torchscript
 from scipy import ndimage
 
 from cellseg_monai.data import is_image_file, read_image, sample_data_dir
-from cellseg_monai.networks.blocks.box_ops import box_iou, decode_boxes
 from cellseg_monai.networks.canonical_shape import CanonicalShapeNet
-from cellseg_monai.networks.centerness import component_peaks
+from cellseg_monai.networks.mask_rcnn.box_ops import box_iou, decode_boxes
+from cellseg_monai.networks.mask_rcnn.centerness import component_peaks
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 # (bundle, network_def overrides): every bundle as configured, then the networks whose in-network post-processing

@@ -1,16 +1,17 @@
-"""Mask R-CNN (He et al., ICCV 2017) for nuclei, on ``monai.apps.detection`` parts, with Feng et al.'s additions.
+"""Mask R-CNN (He et al., ICCV 2017) for nuclei, assembled from parts on ``monai.apps.detection``.
 
-Parts: a small convolutional backbone (CPU-sized by default, trained from scratch) + MONAI's
-``FeaturePyramidNetwork`` (levels P2..P4 at strides 4, 8, 16), optional decomposed self-attention on each FPN level,
-an RPN on MONAI's ``AnchorGenerator`` / ``BoxCoder`` / ``Matcher`` / ``HardNegativeSampler`` with
-``monai.data.box_utils`` IoU (NMS: :func:`nms`, MONAI's greedy NMS from one IoU matrix), a two-FC box head and a
-four-conv mask head on RoIAlign features (:func:`cellseg_monai.networks.blocks.roi_align.roi_align`), and
-optionally the centerness + box module of Feng et al. (:class:`cellseg_monai.networks.centerness.CenternessModule`)
-on P2.
+Parts, passed in (as MONAI's ``RetinaNetDetector`` takes its network and anchor generator; :meth:`MaskRCNN.build`
+makes the defaults): a backbone (:class:`~cellseg_monai.networks.mask_rcnn.parts.SmallBackbone`, CPU-sized, trained
+from scratch) + MONAI's ``FeaturePyramidNetwork`` (levels P2..P4 at strides 4, 8, 16), optionally one module per FPN
+level that refines its features (Feng et al. use decomposed self-attention), MONAI's ``AnchorGenerator``, an
+:class:`~cellseg_monai.networks.mask_rcnn.parts.RPNHead` (matching with MONAI's ``Matcher`` interface, sampling
+with its ``HardNegativeSampler``, ``monai.data.box_utils`` IoU, NMS: :func:`~cellseg_monai.networks.mask_rcnn.nms`),
+a :class:`~cellseg_monai.networks.mask_rcnn.parts.BoxHead` and a mask head on RoIAlign features
+(:func:`~cellseg_monai.networks.mask_rcnn.roi_align.roi_align`).
 
-Partially labelled exemplars (Feng et al.): in training, negatives (anchors and proposals matched to no labelled
-nucleus) whose IoU with a nucleus found by the centerness module is >= ``ignore_iou`` are ignored instead of
-sampled as background; in inference the module's detections are added to the RPN proposals.
+The partially labelled exemplars of Feng et al. are a subclass,
+:class:`~cellseg_monai.networks.mask_rcnn.PartialMaskRCNN`, which overrides the hooks :meth:`MaskRCNN.unlabelled_nuclei`,
+:meth:`MaskRCNN.labelled_boxes` and :meth:`MaskRCNN.negatives_to_ignore`.
 
 ``forward(images, labels=None)``:
 
@@ -24,6 +25,7 @@ Boxes are ``monai.apps.detection`` ``StandardMode`` with ``ij`` indexing: ``(y0,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,123 +34,42 @@ import torch
 import torch.nn.functional as F
 from monai.apps.detection.utils.anchor_utils import AnchorGenerator
 from monai.apps.detection.utils.ATSS_matcher import Matcher
-from monai.apps.detection.utils.box_coder import BoxCoder
-from monai.apps.detection.utils.hard_negative_sampler import HardNegativeSampler
-from monai.data.box_utils import box_iou
 from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork
 from torch import nn
 
-from cellseg_monai.networks.blocks.box_ops import box_iou as script_box_iou
-from cellseg_monai.networks.blocks.box_ops import decode_boxes
-from cellseg_monai.networks.blocks.decomposed_attention import DecomposedSelfAttention
-from cellseg_monai.networks.blocks.roi_align import roi_align
-from cellseg_monai.networks.centerness import CenternessModule, ignore_matched_negatives, instance_boxes
+from cellseg_monai.networks.mask_rcnn.box_ops import decode_boxes
+from cellseg_monai.networks.mask_rcnn.decomposed_attention import DecomposedSelfAttention
+from cellseg_monai.networks.mask_rcnn.matching import nms
+from cellseg_monai.networks.mask_rcnn.parts import BoxHead, MaskHead, RPNHead, SmallBackbone
+from cellseg_monai.networks.mask_rcnn.roi_align import roi_align
 from cellseg_monai.postprocessing.mask_paste import paste_masks
+from cellseg_monai.targets.boxes import instance_boxes
 from cellseg_monai.torchscript import shape_repr
 
-__all__ = ["IoUMatcher", "MaskRCNN", "SmallBackbone", "nms"]
+__all__ = ["MaskRCNN", "default_parts"]
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int = -1) -> torch.Tensor:
-    """Greedy NMS with the same result as ``monai.data.box_utils.non_max_suppression``, from one IoU matrix.
-
-    MONAI's NMS recomputes (and re-validates) the IoU of each kept box against the rest in Python; on CPU with a few
-    hundred kept proposals that dominated the training step. Here the (K, K) matrix comes from ``box_iou`` (MONAI's,
-    in its TorchScript-compatible form :func:`~cellseg_monai.networks.blocks.box_ops.box_iou`) once and the greedy
-    pass only reads rows of it (on the CPU).
-
-    Args:
-        boxes: (K, 4) boxes; scores: (K,); iou_threshold: a box is dropped when its IoU with a kept, higher-scoring
-            box is > this; max_keep: keep at most this many (-1: all).
-
-    Returns:
-        (N,) int64 indices of the kept boxes, by decreasing score.
-    """
-    if boxes.shape[0] == 0:
-        return torch.zeros((0,), dtype=torch.long, device=boxes.device)
-    order = torch.argsort(scores, descending=True, stable=True)
-    rows = (script_box_iou(boxes[order], boxes[order]) > iou_threshold).cpu()
-    suppressed = torch.zeros(order.numel(), dtype=torch.bool)
-    keep: list[int] = []
-    for i in range(order.numel()):
-        if bool(suppressed[i]):
-            continue
-        keep.append(i)
-        if max_keep > 0 and len(keep) >= max_keep:
-            break
-        suppressed |= rows[i]
-    return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
-
-
-class IoUMatcher(Matcher):
-    """Faster R-CNN IoU matching on MONAI's ``Matcher`` interface.
-
-    An anchor/proposal matches the box of highest IoU when that IoU is >= ``high``; below ``low`` it is background
-    (``BELOW_LOW_THRESHOLD``), in between ignored (``BETWEEN_THRESHOLDS``). With ``allow_low_quality_matches`` each
-    box also keeps the anchors of its highest IoU (Ren et al., Faster R-CNN), so small nuclei always get an anchor.
-    """
-
-    def __init__(self, high: float = 0.7, low: float = 0.3, allow_low_quality_matches: bool = True) -> None:
-        super().__init__(similarity_fn=box_iou)
-        if low > high:
-            raise ValueError(f"low ({low}) must be <= high ({high})")
-        self.high, self.low, self.allow_low_quality_matches = high, low, allow_low_quality_matches
-
-    def compute_matches(
-        self, boxes: torch.Tensor, anchors: torch.Tensor, num_anchors_per_level: Sequence[int], num_anchors_per_loc: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        iou = torch.as_tensor(self.similarity_fn(boxes, anchors))  # (N, M)
-        vals, matches = iou.max(dim=0)
-        out = matches.clone()
-        out[vals < self.high] = self.BETWEEN_THRESHOLDS
-        out[vals < self.low] = self.BELOW_LOW_THRESHOLD
-        if self.allow_low_quality_matches:
-            best = iou.max(dim=1, keepdim=True).values
-            gt_idx, anchor_idx = torch.nonzero((iou == best) & (best > 0), as_tuple=True)
-            out[anchor_idx] = matches[anchor_idx]
-        return iou, out
-
-
-class SmallBackbone(nn.Module):
-    """Conv-BN-ReLU encoder: a stride-2 stem then stages at strides 4, 8, 16 (C2, C3, C4).
-
-    Args:
-        in_channels: image channels.
-        channels: (stem, C2, C3, C4) widths.
-
-    ``forward(x)`` returns a dict ``{"c2", "c3", "c4"}`` (in that order) of (B, channels[i], H / 2^(i+1), W / 2^(i+1)).
-    """
-
-    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64, 128)) -> None:
-        super().__init__()
-        if len(channels) != 4:
-            raise ValueError(f"channels must give (stem, C2, C3, C4) widths, got {channels}")
-
-        def stage(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            )
-
-        self.out_channels = list(channels[1:])
-        self.stem = stage(in_channels, channels[0])
-        self.stages = nn.ModuleList([stage(channels[i], channels[i + 1]) for i in range(3)])
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(x)
-        out: dict[str, torch.Tensor] = {}
-        for i, s in enumerate(self.stages):
-            x = s(x)
-            out[f"c{i + 2}"] = x
-        return out
-
-
-class MaskRCNN(nn.Module):
-    """Mask R-CNN with optional decomposed attention and centerness module (Feng et al.).
+def default_parts(
+    in_channels: int = 3,
+    backbone_channels: Sequence[int] = (16, 32, 64, 128),
+    fpn_channels: int = 64,
+    anchor_sizes: Sequence[Sequence[int]] = ((8, 16), (24, 32), (48, 64)),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    attention_channels: int | None = None,
+    rpn_batch_size: int = 256,
+    rpn_positive_fraction: float = 0.5,
+    rpn_pre_nms_top_n: Sequence[int] = (1000, 2000),
+    rpn_post_nms_top_n: Sequence[int] = (256, 500),
+    rpn_nms_threshold: float = 0.7,
+    box_batch_size: int = 128,
+    box_positive_fraction: float = 0.25,
+    box_fg_iou: float = 0.5,
+    representation_size: int = 256,
+    score_threshold: float = 0.05,
+    detection_nms_threshold: float = 0.5,
+    detections_per_image: int = 400,
+) -> dict[str, Any]:
+    """The default parts of :class:`MaskRCNN`, as constructor keyword arguments.
 
     Args:
         in_channels: image channels.
@@ -156,24 +77,99 @@ class MaskRCNN(nn.Module):
         fpn_channels: channels of the FPN levels and heads.
         anchor_sizes: anchor sides in image pixels per FPN level (P2, P3, P4).
         aspect_ratios: anchor aspect ratios (h / w), the same on every level.
-        use_attention: decomposed self-attention on every FPN level.
-        attention_channels: basis and value channels of the attention (64 in the paper).
-        use_centerness: the centerness + box module (ignoring in training, extra proposals in inference).
-        nucleus_size: initial anchor side of the centerness module, in pixels (then the running median size).
-        centerness_threshold: centerness probability above which the module detects a nucleus (0.95).
-        ignore_iou: negatives with IoU >= this with a module detection are ignored.
-        rpn_batch_size, rpn_positive_fraction: RPN anchors sampled per image and their positive fraction.
-        rpn_pre_nms_top_n, rpn_post_nms_top_n: proposals kept before / after NMS per image, (train, test).
-        rpn_nms_threshold: IoU of the proposal NMS.
-        box_batch_size, box_positive_fraction: proposals sampled per image for the box head.
-        box_fg_iou: proposal IoU with a labelled nucleus to be positive (below: negative).
-        representation_size: width of the box head's two FC layers.
-        score_threshold, detection_nms_threshold, detections_per_image: inference box filtering.
+        attention_channels: basis and value channels of a :class:`DecomposedSelfAttention` on every FPN level (64 in
+            Feng et al.); None: no attention.
+        rpn_*: :class:`RPNHead` settings; box_*, representation_size, score_threshold, detection_nms_threshold,
+            detections_per_image: :class:`BoxHead` settings.
+
+    The parts are made in a fixed order (and the heads' output layers initialised last), so that under a given
+    ``torch.manual_seed`` the initial weights do not depend on how the network is assembled.
+    """
+    if len(anchor_sizes) != 3:
+        raise ValueError(f"anchor_sizes needs one tuple per FPN level (P2, P3, P4), got {anchor_sizes}")
+    backbone = SmallBackbone(in_channels, backbone_channels)
+    fpn = FeaturePyramidNetwork(2, backbone.out_channels, fpn_channels)
+    attention = (
+        [DecomposedSelfAttention(fpn_channels, attention_channels, attention_channels) for _ in range(3)]
+        if attention_channels
+        else None
+    )
+    anchor_generator = AnchorGenerator(
+        sizes=tuple(tuple(int(s) for s in level) for level in anchor_sizes),
+        aspect_ratios=tuple(tuple(float(a) for a in aspect_ratios) for _ in anchor_sizes),
+        indexing="ij",
+    )
+    rpn_head = RPNHead(
+        fpn_channels,
+        anchor_generator.num_anchors_per_location()[0],
+        rpn_batch_size,
+        rpn_positive_fraction,
+        rpn_pre_nms_top_n,
+        rpn_post_nms_top_n,
+        rpn_nms_threshold,
+    )
+    box_head = BoxHead(
+        fpn_channels,
+        MaskRCNN.box_roi_size,
+        representation_size,
+        box_batch_size,
+        box_positive_fraction,
+        box_fg_iou,
+        score_threshold,
+        detection_nms_threshold,
+        detections_per_image,
+    )
+    mask_head = MaskHead(fpn_channels)
+    rpn_head.init_weights()
+    box_head.init_weights()
+    return {
+        "backbone": backbone,
+        "fpn": fpn,
+        "anchor_generator": anchor_generator,
+        "rpn_head": rpn_head,
+        "box_head": box_head,
+        "mask_head": mask_head,
+        "attention": attention,
+    }
+
+
+class _AcceptsVersion1Arguments(type):
+    """Metaclass of :class:`MaskRCNN` that keeps its version-1 call working: ``MaskRCNN(in_channels=3, ...,
+    use_attention=True, use_centerness=True)`` (sizes and flags instead of parts, as bundle configs wrote it) goes
+    to :func:`~cellseg_monai.networks.mask_rcnn.build_mask_rcnn`, with a ``DeprecationWarning``."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls.__name__ == "MaskRCNN" and not (args and isinstance(args[0], nn.Module)) and "backbone" not in kwargs:
+            from cellseg_monai.networks.mask_rcnn.factory import build_mask_rcnn
+
+            warnings.warn(
+                "MaskRCNN(in_channels=..., use_centerness=...) is deprecated: use "
+                "cellseg_monai.networks.mask_rcnn.build_mask_rcnn (same arguments), MaskRCNN.build or "
+                "PartialMaskRCNN.build",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return build_mask_rcnn(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+class MaskRCNN(nn.Module, metaclass=_AcceptsVersion1Arguments):
+    """Mask R-CNN from its parts (see the module docstring; :meth:`build` makes the defaults).
+
+    Args:
+        backbone: (B, C, H, W) images → dict of feature maps at ``strides``, with an ``out_channels`` list.
+        fpn: dict of backbone maps → dict of FPN levels (P2, P3, P4), each with the heads' channels.
+        anchor_generator: MONAI ``AnchorGenerator`` (``indexing="ij"``) with the same number of anchors per location
+            on every level.
+        rpn_head: the RPN layers and settings; its layers are registered here as ``rpn_conv``, ``rpn_cls``,
+            ``rpn_reg``.
+        box_head: the box-head layers and settings; registered as ``box_head`` (its trunk), ``box_cls``, ``box_reg``.
+        mask_head: (K, C, 14, 14) RoIAlign features → (K, 1, 28, 28) mask logits, e.g. :class:`MaskHead`.
+        attention: one module per FPN level applied to its features (shape-preserving), or None.
+        strides: image pixels per feature pixel of the FPN levels.
         mask_threshold: mask probability threshold when pasting masks.
         min_area: instances with fewer pixels are dropped in inference.
         size_divisible: inputs are zero-padded to a multiple of this (and outputs cropped back).
-        pretrained_path: a local state-dict file (``.pt``) loaded into the network (``strict=False``: heads that do
-            not match are kept from the initialisation); None trains from scratch.
     """
 
     __constants__ = ["box_roi_size", "mask_roi_size"]  # class attributes TorchScript reads as constants
@@ -182,111 +178,83 @@ class MaskRCNN(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        backbone_channels: Sequence[int] = (16, 32, 64, 128),
-        fpn_channels: int = 64,
-        anchor_sizes: Sequence[Sequence[int]] = ((8, 16), (24, 32), (48, 64)),
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        use_attention: bool = True,
-        attention_channels: int = 64,
-        use_centerness: bool = True,
-        nucleus_size: float = 16.0,
-        centerness_threshold: float = 0.95,
-        ignore_iou: float = 0.5,
-        rpn_batch_size: int = 256,
-        rpn_positive_fraction: float = 0.5,
-        rpn_pre_nms_top_n: Sequence[int] = (1000, 2000),
-        rpn_post_nms_top_n: Sequence[int] = (256, 500),
-        rpn_nms_threshold: float = 0.7,
-        box_batch_size: int = 128,
-        box_positive_fraction: float = 0.25,
-        box_fg_iou: float = 0.5,
-        representation_size: int = 256,
-        score_threshold: float = 0.05,
-        detection_nms_threshold: float = 0.5,
-        detections_per_image: int = 400,
+        backbone: nn.Module,
+        fpn: nn.Module,
+        anchor_generator: AnchorGenerator,
+        rpn_head: RPNHead,
+        box_head: BoxHead,
+        mask_head: nn.Module,
+        attention: Sequence[nn.Module] | None = None,
+        strides: Sequence[int] = (4, 8, 16),
+        mask_threshold: float = 0.5,
+        min_area: int = 4,
+        size_divisible: int = 16,
+    ) -> None:
+        super().__init__()
+        n_anchor = anchor_generator.num_anchors_per_location()
+        if len(set(n_anchor)) != 1:
+            raise ValueError("every FPN level needs the same number of anchors (sizes × aspect ratios)")
+        if n_anchor[0] != rpn_head.num_anchors:
+            raise ValueError(
+                f"rpn_head predicts {rpn_head.num_anchors} anchors per location, the generator {n_anchor[0]}"
+            )
+        if box_head.roi_size != self.box_roi_size:
+            raise ValueError(
+                f"box_head must read {self.box_roi_size}×{self.box_roi_size} RoIs, got {box_head.roi_size}"
+            )
+        # registration order and names are those of the shipped weights (bundles/partial_maskrcnn/models/model.pt)
+        self.backbone = backbone
+        self.fpn = fpn
+        self.strides = tuple(int(s) for s in strides)
+        self.attention = nn.ModuleList(list(attention) if attention is not None else [])
+        if len(self.attention) not in (0, len(self.strides)):
+            raise ValueError(
+                f"attention needs one module per FPN level ({len(self.strides)}), got {len(self.attention)}"
+            )
+        self.anchor_generator = anchor_generator
+        self.num_anchors = int(n_anchor[0])
+        self.rpn_conv, self.rpn_cls, self.rpn_reg = rpn_head.conv, rpn_head.cls, rpn_head.reg
+        self.box_head, self.box_cls, self.box_reg = box_head.trunk, box_head.cls, box_head.reg
+        self.mask_head = mask_head
+        # BoxCoder encodes the training targets; inference decodes with box_ops.decode_boxes (same numbers, and
+        # TorchScript-compatible) and these weights
+        self.rpn_weights, self.box_weights = rpn_head.weights, box_head.weights
+        self.rpn_coder, self.box_coder = rpn_head.coder, box_head.coder
+        self.rpn_matcher, self.box_matcher = rpn_head.matcher, box_head.matcher
+        self.rpn_sampler, self.box_sampler = rpn_head.sampler, box_head.sampler
+        self.rpn_pre_nms_top_n = rpn_head.pre_nms_top_n
+        self.rpn_post_nms_top_n = rpn_head.post_nms_top_n
+        self.rpn_nms_threshold = rpn_head.nms_threshold
+        self.score_threshold = box_head.score_threshold
+        self.detection_nms_threshold = box_head.nms_threshold
+        self.detections_per_image = box_head.detections_per_image
+        self.mask_threshold = float(mask_threshold)
+        self.min_area = int(min_area)
+        self.size_divisible = int(size_divisible)
+
+    @classmethod
+    def build(
+        cls,
         mask_threshold: float = 0.5,
         min_area: int = 4,
         size_divisible: int = 16,
         pretrained_path: str | None = None,
-    ) -> None:
-        super().__init__()
-        if len(anchor_sizes) != 3:
-            raise ValueError(f"anchor_sizes needs one tuple per FPN level (P2, P3, P4), got {anchor_sizes}")
-        self.backbone = SmallBackbone(in_channels, backbone_channels)
-        self.fpn = FeaturePyramidNetwork(2, self.backbone.out_channels, fpn_channels)
-        self.strides = (4, 8, 16)
-        self.attention = nn.ModuleList(
-            [DecomposedSelfAttention(fpn_channels, attention_channels, attention_channels) for _ in range(3)]
-            if use_attention
-            else []
+        **sizes: Any,
+    ) -> MaskRCNN:
+        """The network with :func:`default_parts` (``sizes`` are its arguments; no attention unless
+        ``attention_channels`` is given).
+
+        Args:
+            mask_threshold, min_area, size_divisible: see the class.
+            pretrained_path: a local state-dict file (``.pt``) loaded into the network (:meth:`load_pretrained`);
+                None trains from scratch.
+        """
+        net = cls(
+            **default_parts(**sizes), mask_threshold=mask_threshold, min_area=min_area, size_divisible=size_divisible
         )
-        self.anchor_generator = AnchorGenerator(
-            sizes=tuple(tuple(int(s) for s in level) for level in anchor_sizes),
-            aspect_ratios=tuple(tuple(float(a) for a in aspect_ratios) for _ in anchor_sizes),
-            indexing="ij",
-        )
-        n_anchor = self.anchor_generator.num_anchors_per_location()
-        if len(set(n_anchor)) != 1:
-            raise ValueError("every FPN level needs the same number of anchors (sizes × aspect ratios)")
-        self.num_anchors = n_anchor[0]
-        self.rpn_conv = nn.Sequential(nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1), nn.ReLU(inplace=True))
-        self.rpn_cls = nn.Conv2d(fpn_channels, self.num_anchors, 1)
-        self.rpn_reg = nn.Conv2d(fpn_channels, 4 * self.num_anchors, 1)
-        res = self.box_roi_size
-        self.box_head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(fpn_channels * res * res, representation_size),
-            nn.ReLU(inplace=True),
-            nn.Linear(representation_size, representation_size),
-            nn.ReLU(inplace=True),
-        )
-        self.box_cls = nn.Linear(representation_size, 2)
-        self.box_reg = nn.Linear(representation_size, 4)
-        layers: list[nn.Module] = []
-        for _ in range(4):
-            layers += [nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1), nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(fpn_channels, fpn_channels, 2, stride=2), nn.ReLU(inplace=True)]
-        layers += [nn.Conv2d(fpn_channels, 1, 1)]
-        self.mask_head = nn.Sequential(*layers)
-        for m in (self.rpn_cls, self.rpn_reg):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-        nn.init.normal_(self.box_cls.weight, std=0.01)
-        nn.init.normal_(self.box_reg.weight, std=0.001)
-        nn.init.zeros_(self.box_cls.bias)
-        nn.init.zeros_(self.box_reg.bias)
-        self.centerness = (
-            CenternessModule(fpn_channels, fpn_channels, nucleus_size, threshold=centerness_threshold)
-            if use_centerness
-            else None
-        )
-        self.use_centerness = bool(use_centerness)
-        self.ignore_iou = float(ignore_iou)
-        # BoxCoder encodes the training targets; inference decodes with box_ops.decode_boxes (same numbers, and
-        # TorchScript-compatible) and these weights
-        self.rpn_weights, self.box_weights = (1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)
-        self.rpn_coder = BoxCoder(weights=self.rpn_weights)
-        self.box_coder = BoxCoder(weights=self.box_weights)
-        self.rpn_matcher = IoUMatcher(0.7, 0.3, allow_low_quality_matches=True)
-        self.box_matcher = IoUMatcher(box_fg_iou, box_fg_iou, allow_low_quality_matches=False)
-        self.rpn_sampler = HardNegativeSampler(
-            rpn_batch_size, rpn_positive_fraction, min_neg=rpn_batch_size // 4, pool_size=20
-        )
-        self.box_sampler = HardNegativeSampler(
-            box_batch_size, box_positive_fraction, min_neg=box_batch_size // 4, pool_size=20
-        )
-        self.rpn_pre_nms_top_n = tuple(int(v) for v in rpn_pre_nms_top_n)
-        self.rpn_post_nms_top_n = tuple(int(v) for v in rpn_post_nms_top_n)
-        self.rpn_nms_threshold = float(rpn_nms_threshold)
-        self.score_threshold = float(score_threshold)
-        self.detection_nms_threshold = float(detection_nms_threshold)
-        self.detections_per_image = int(detections_per_image)
-        self.mask_threshold = float(mask_threshold)
-        self.min_area = int(min_area)
-        self.size_divisible = int(size_divisible)
         if pretrained_path:
-            self.load_pretrained(pretrained_path)
+            net.load_pretrained(pretrained_path)
+        return net
 
     def load_pretrained(self, path: str) -> None:
         """Load a local state dict (``weights_only``); keys of other shapes are skipped, the rest must exist."""
@@ -300,6 +268,27 @@ class MaskRCNN(nn.Module):
         if not usable:
             raise ValueError(f"{p}: no tensor matches this network's parameter names and shapes")
         self.load_state_dict(usable, strict=False)
+
+    # ------------------------------------------------------------------ hooks of the partially labelled variant
+    def unlabelled_nuclei(
+        self, feats: list[torch.Tensor], image_size: tuple[int, int]
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Nuclei found without labels: per image (K_b, 4) boxes, ignored as negatives in training and added to the
+        proposals in inference, plus the tensors that produced them (for the loss). Mask R-CNN: none."""
+        side: dict[str, torch.Tensor] = {}
+        return [feats[0].new_zeros((0, 4)) for _ in range(feats[0].shape[0])], side
+
+    def labelled_boxes(self, labels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image ``(boxes (N, 4), ids (N,))`` of the labelled instances of (B, 1, H, W) ``labels``."""
+        return [instance_boxes(lab[0]) for lab in labels]
+
+    def negatives_to_ignore(
+        self, sample_labels: torch.Tensor, samples: torch.Tensor, found: torch.Tensor
+    ) -> torch.Tensor:
+        """``sample_labels`` (A,) (1 positive, 0 negative, -1 ignored) of ``samples`` (A, 4) with the negatives that
+        should not be learnt as background set to -1, given the unlabelled nuclei ``found`` (P, 4). Mask R-CNN: all
+        negatives are background."""
+        return sample_labels
 
     # ------------------------------------------------------------------ features, RPN and proposals
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -401,9 +390,9 @@ class MaskRCNN(nn.Module):
               (P, 4): their positives;
             - ``box_logits`` (R, 2), ``box_labels`` (R,) in {0, 1}; ``box_deltas``, ``box_targets`` (Q, 4);
             - ``mask_logits``, ``mask_targets`` (Q, 28, 28) (targets in {0, 1});
-            - with the centerness module: ``centerness_logits`` (B, 1, h, w), ``centerness_deltas`` (B, 4, h, w),
-              ``centerness_stride`` (int), ``centerness_anchor_size`` (2,), ``ignored_rpn`` and ``ignored_box``
-              (number of negatives turned into ignored samples).
+            - ``ignored_rpn`` and ``ignored_box``: number of negatives turned into ignored samples
+              (:meth:`negatives_to_ignore`);
+            - :class:`~cellseg_monai.networks.mask_rcnn.PartialMaskRCNN` adds its centerness module's outputs.
 
             Under TorchScript (``torch.jit.script``, e.g. ``ckpt_export``) only inference is compiled: the training
             dict holds Python values TorchScript cannot type, and exported networks only infer.
@@ -418,16 +407,9 @@ class MaskRCNN(nn.Module):
         anchors = self.anchor_generator(x, feats)[0]
         rpn_logits, rpn_deltas = self.rpn(feats)
         proposals = self.proposals(anchors, rpn_logits.detach(), rpn_deltas.detach(), (h, w))
-        c_logits: torch.Tensor | None = None
-        c_deltas: torch.Tensor | None = None
-        found = [images.new_zeros((0, 4))] * images.shape[0]
-        if self.centerness is not None:
-            c_logits, c_deltas = self.centerness(feats[0])
-            found = [det[0] for det in self.centerness.detect(c_logits.detach(), c_deltas.detach(), 4, (h, w))]
+        found, side = self.unlabelled_nuclei(feats, (h, w))
         if not torch.jit.is_scripting() and self.training and labels is not None:
-            return self._training_outputs(
-                feats, anchors, rpn_logits, rpn_deltas, proposals, found, labels, c_logits, c_deltas
-            )
+            return self._training_outputs(feats, anchors, rpn_logits, rpn_deltas, proposals, found, labels, side)
         if self.training:
             raise ValueError("MaskRCNN in training mode needs the instance labels: forward(images, labels)")
         return self._inference(feats, proposals, found, (h, w))
@@ -441,21 +423,19 @@ class MaskRCNN(nn.Module):
         proposals: list[torch.Tensor],
         found: list[torch.Tensor],
         labels: torch.Tensor,
-        c_logits: torch.Tensor | None,
-        c_deltas: torch.Tensor | None,
+        side: dict[str, torch.Tensor],
     ) -> dict:
+        """The training dict (see :meth:`forward`); ``side`` is the second output of :meth:`unlabelled_nuclei`."""
         if labels.ndim != 4 or labels.shape[1] != 1 or labels.shape[0] != rpn_logits.shape[0]:
             raise ValueError(f"labels must be (B, 1, H, W) matching the images, got {tuple(labels.shape)}")
-        gts = [instance_boxes(lab[0]) for lab in labels]
-        if self.centerness is not None:
-            self.centerness.update_anchor_size(torch.cat([g[0] for g in gts], 0))
+        gts = self.labelled_boxes(labels)
         out: dict = {}
-        # ---- RPN: match anchors, ignore negatives on module detections, sample
+        # ---- RPN: match anchors, ignore negatives on unlabelled nuclei found, sample
         rpn_sel, rpn_lab, rpn_pos_d, rpn_pos_t, n_ignored_rpn = [], [], [], [], 0
         for b, ((gt, _), pred) in enumerate(zip(gts, found, strict=True)):
             _, matches = self.rpn_matcher(gt.to(anchors), anchors, [], self.num_anchors)
             lab = torch.where(matches >= 0, 1, torch.where(matches == Matcher.BETWEEN_THRESHOLDS, -1, 0))
-            ignored = ignore_matched_negatives(lab, anchors, pred, self.ignore_iou)
+            ignored = self.negatives_to_ignore(lab, anchors, pred)
             n_ignored_rpn += int(((ignored == -1) & (lab == 0)).sum())
             pos, neg = self.rpn_sampler.select_samples_per_img(ignored, torch.sigmoid(rpn_logits[b].detach()))
             sel = torch.nonzero(pos | neg).squeeze(1)
@@ -480,7 +460,7 @@ class MaskRCNN(nn.Module):
             cand = torch.cat([prop, gt], 0)
             _, matches = self.box_matcher(gt, cand, [], 1)
             lab = (matches >= 0).long()
-            ignored = ignore_matched_negatives(lab, cand, pred, self.ignore_iou)
+            ignored = self.negatives_to_ignore(lab, cand, pred)
             n_ignored_box += int(((ignored == -1) & (lab == 0)).sum())
             pos, neg = self.box_sampler.select_samples_per_img(ignored, torch.zeros(cand.shape[0], device=cand.device))
             sel = torch.nonzero(pos | neg).squeeze(1)
@@ -511,13 +491,6 @@ class MaskRCNN(nn.Module):
                 (roi_align(masks, rois.to(masks), m, 1.0, sampling_ratio=1, aligned=True)[:, 0] >= 0.5).float()
             )
         out["mask_targets"] = torch.cat(targets) if targets else out["mask_logits"].new_zeros((0, m, m))
-        if self.centerness is not None:
-            out.update(
-                centerness_logits=c_logits,
-                centerness_deltas=c_deltas,
-                centerness_stride=self.strides[0],
-                centerness_anchor_size=self.centerness.anchor_size.clone(),
-            )
         out.update(ignored_rpn=n_ignored_rpn, ignored_box=n_ignored_box)
         return out
 

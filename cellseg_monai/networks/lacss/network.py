@@ -4,9 +4,9 @@ One model, three parts sharing a backbone:
 
 - :class:`LacssBackbone`: encoder/decoder with multi-resolution features; "unet" (CPU-sized default) or "resnet50"
   (MONAI's ResNet-50 bottleneck encoder + FPN-style top-down decoder);
-- a location proposal network (:class:`~cellseg_monai.networks.blocks.lacss_lpn.LocationProposalHead`) on the
+- a location proposal network (:class:`~cellseg_monai.networks.lacss.lpn.LocationProposalHead`) on the
   stride-``lpn_stride`` features: per-cell score and offset;
-- a segmentor (:class:`~cellseg_monai.networks.blocks.lacss_segmentor.LacssSegmentor`) on local crops of the
+- a segmentor (:class:`~cellseg_monai.networks.lacss.segmentor.LacssSegmentor`) on local crops of the
   full-resolution features around each location;
 - :class:`LacssAuxNet`, a small low field-of-view boundary network used only by the training loss.
 
@@ -28,9 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cellseg_monai.networks.blocks.lacss_lpn import LocationProposalHead, decode_lpn
-from cellseg_monai.networks.blocks.lacss_segmentor import LacssSegmentor, paste_instances
+from cellseg_monai.networks.lacss.lpn import LocationProposalHead
+from cellseg_monai.networks.lacss.segmentor import LacssSegmentor, paste_instances
 from cellseg_monai.postprocessing.nms import torch_distance_nms
+from cellseg_monai.targets.locations import decode_lpn
 from cellseg_monai.torchscript import shape_repr
 
 __all__ = ["Lacss", "LacssAuxNet", "LacssBackbone", "match_locations"]

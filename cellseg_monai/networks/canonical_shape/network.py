@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import Tensor, nn
 
-from cellseg_monai.networks.blocks.implicit_shape import ImplicitShapeMLP
+from cellseg_monai.networks.canonical_shape.implicit_shape import ImplicitShapeMLP
 from cellseg_monai.torchscript import shape_repr
 
 __all__ = ["BACKBONES", "CanonicalShapeNet", "DilatedResNet", "canonical_coordinates", "render_instances"]
