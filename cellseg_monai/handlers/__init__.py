@@ -13,19 +13,24 @@ from .metrics import InstanceMetricHandler, PixelMetricHandler
 from .pipeline_state import PipelineState
 from .run_record import RESUME_SAFE_IDS, RunMismatchError, run_identity
 from .time_limit import TrainingTimeLimit
+from .weak_metrics import ForegroundCountHandler, PartialF1Handler, PointF1Handler, ScribbleMetricHandler
 
 __all__ = [
     "RESUME_SAFE_IDS",
     "CanonicalShapeWriter",
     "CenternessWarmup",
+    "ForegroundCountHandler",
     "InitWeights",
     "InitWeightsError",
     "InstanceMetricHandler",
     "NothingToResumeError",
+    "PartialF1Handler",
     "PipelineState",
     "PixelMetricHandler",
+    "PointF1Handler",
     "RunFolderInUseError",
     "RunMismatchError",
+    "ScribbleMetricHandler",
     "TrainingCheckpoint",
     "TrainingTimeLimit",
     "latest_checkpoint",

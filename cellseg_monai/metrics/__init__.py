@@ -49,6 +49,18 @@ from .ranking import (
     coco_precision,
     map_ranked,
 )
+from .weak import (
+    ForegroundCountMetric,
+    PartialF1Metric,
+    PointF1Metric,
+    ScribbleMetric,
+    foreground_count_scores,
+    partial_counts,
+    partial_f1,
+    point_counts,
+    point_f1,
+    scribble_scores,
+)
 
 __all__ = [
     "COCO_AREA_RANGES",
@@ -103,4 +115,14 @@ __all__ = [
     "recall",
     "roc_auc",
     "scores_by_index",
+    "ForegroundCountMetric",
+    "PartialF1Metric",
+    "PointF1Metric",
+    "ScribbleMetric",
+    "foreground_count_scores",
+    "partial_counts",
+    "partial_f1",
+    "point_counts",
+    "point_f1",
+    "scribble_scores",
 ]
