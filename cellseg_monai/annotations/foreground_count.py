@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from monai.utils import convert_to_numpy
 
 from cellseg_monai.data.io import IMAGE_SUFFIXES, DataError, read_image, validate_labels
 
@@ -71,7 +72,7 @@ def simulate_foreground_count(labels: np.ndarray, crop_box: Sequence[int] | None
         DataError: labels violate the contract (see :func:`cellseg_monai.data.io.validate_labels`).
         ValueError: a malformed or out-of-bounds ``crop_box``.
     """
-    arr = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    arr = convert_to_numpy(labels, wrap_sequence=True)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     patch = _crop(validate_labels(arr), crop_box)

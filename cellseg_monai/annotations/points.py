@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from monai.utils import convert_to_numpy
 from scipy import ndimage as ndi
 
 from cellseg_monai.annotations.foreground_count import find_weak_mask, read_foreground_mask
@@ -43,7 +44,7 @@ __all__ = [
 
 
 def _as_2d(arr: object, name: str) -> np.ndarray:
-    a = arr.detach().cpu().numpy() if hasattr(arr, "detach") else np.asarray(arr)
+    a = convert_to_numpy(arr, wrap_sequence=True)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:

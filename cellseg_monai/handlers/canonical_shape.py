@@ -7,6 +7,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+from monai.utils import convert_to_numpy
 from torch import nn
 
 __all__ = ["CanonicalShapeWriter"]
@@ -54,7 +55,7 @@ class CanonicalShapeWriter:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine=None) -> Path:
-        shape = self.network.canonical_shape(self.size, self.extent).detach().cpu().numpy().astype(np.float32)
+        shape = convert_to_numpy(self.network.canonical_shape(self.size, self.extent), dtype=np.float32)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / self.filename
         iio.imwrite(path, np.clip(np.round(shape * 255.0), 0, 255).astype(np.uint8))

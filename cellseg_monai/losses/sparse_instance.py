@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.utils import convert_to_numpy
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torch.nn.modules.loss import _Loss
@@ -76,7 +77,7 @@ def hungarian_match(cost: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(rows, cols)`` int64 index arrays of equal length min(N, K), rows increasing.
     """
-    cost = cost.detach().float().cpu().numpy() if isinstance(cost, Tensor) else np.asarray(cost, dtype=np.float64)
+    cost = convert_to_numpy(cost, dtype=torch.float32 if isinstance(cost, Tensor) else np.float64, wrap_sequence=True)
     if cost.ndim != 2:
         raise ValueError(f"cost must be a 2D (N, K) matrix, got shape {cost.shape}.")
     if not np.all(np.isfinite(cost)):

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from monai.utils import convert_to_numpy
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -72,8 +73,7 @@ def as_label_image(x: Any, name: str = "labels") -> np.ndarray:
         TypeError: not array-like, or a non-integral float / complex array.
         ValueError: not 2D after squeezing leading singletons, or negative labels.
     """
-    if hasattr(x, "detach"):  # torch.Tensor / MetaTensor
-        x = x.detach().cpu().numpy()
+    x = convert_to_numpy(x, wrap_sequence=True)  # torch.Tensor / MetaTensor / nested sequences
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -333,7 +333,7 @@ def scores_by_index(ov: Overlap, scores: Any) -> np.ndarray:
         if missing:
             raise ValueError(f"scores: no score for predicted label ids {missing[:10]}")
         return np.asarray([float(scores[int(i)]) for i in ov.pred_ids], dtype=np.float64)
-    arr = np.asarray(scores.detach().cpu().numpy() if hasattr(scores, "detach") else scores, dtype=np.float64)
+    arr = convert_to_numpy(scores, dtype=np.float64, wrap_sequence=True)
     arr = arr.ravel()
     if ov.n_pred and arr.size <= int(ov.pred_ids.max()):
         raise ValueError(

@@ -10,24 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from monai.utils import convert_to_numpy
 from scipy.stats import rankdata
 
 __all__ = ["pixel_confusion", "pixel_f1", "pixel_dice", "pixel_iou", "roc_auc"]
 
 
-def _np(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+def _numeric_array(x: Any, name: str) -> np.ndarray:
+    x = np.asarray(convert_to_numpy(x, wrap_sequence=True))
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise TypeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
     return x
 
 
 def _pair(prob: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _np(prob, "prob").astype(np.float64).ravel()
-    g = _np(gt, "gt")
-    if g.size != p.size or np.squeeze(g).shape != np.squeeze(_np(prob, "prob")).shape:
+    p = _numeric_array(prob, "prob").astype(np.float64).ravel()
+    g = _numeric_array(gt, "gt")
+    if g.size != p.size or np.squeeze(g).shape != np.squeeze(_numeric_array(prob, "prob")).shape:
         raise ValueError(f"prob and gt must have the same shape, got {np.shape(prob)} and {np.shape(gt)}")
     if p.size and (not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1):
         raise ValueError("prob: foreground probabilities must be finite and in [0, 1]")

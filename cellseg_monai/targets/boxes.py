@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.utils import convert_to_numpy
 from scipy import ndimage
 
 __all__ = ["instance_boxes", "pixel_anchors"]
@@ -26,7 +27,7 @@ def instance_boxes(labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, tor
         has y0 = 2, y1 = 5) and (N,) int64 ids, in increasing id order, on the labels' device.
     """
     device = labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu")
-    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    arr = convert_to_numpy(labels, wrap_sequence=True)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:

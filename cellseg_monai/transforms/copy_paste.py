@@ -31,14 +31,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
-from monai.utils import convert_to_dst_type
+from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage as ndi
 
 __all__ = ["CopyPaste", "CopyPasted", "paste_object"]
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def paste_object(
@@ -152,7 +148,10 @@ class CopyPaste(Randomizable):
 
     def add_source(self, image: Any, labels: Any, source_id: Hashable) -> None:
         """Put up to ``objects_per_image`` objects of one image ((C, H, W), (1, H, W) or (H, W)) into the bank."""
-        image, labels = _to_numpy(image).astype(np.float32), _to_numpy(labels)
+        image, labels = (
+            convert_to_numpy(image, wrap_sequence=True).astype(np.float32),
+            convert_to_numpy(labels, wrap_sequence=True),
+        )
         labels = labels[0] if labels.ndim == 3 else labels
         margin = int(math.ceil(2 * self.blur_sigma))
         objects = [o for o in ndi.find_objects(labels.astype(np.int64)) if o is not None]
@@ -204,7 +203,7 @@ class CopyPaste(Randomizable):
         return bool(np.all(hidden <= self.max_overlap * np.maximum(areas, 1)))
 
     def __call__(self, image: Any, labels: Any, source_id: Hashable = None) -> tuple[Any, Any]:
-        img, lab = _to_numpy(image), _to_numpy(labels)
+        img, lab = convert_to_numpy(image, wrap_sequence=True), convert_to_numpy(labels, wrap_sequence=True)
         if img.ndim != 3 or lab.ndim != 3 or lab.shape[0] != 1 or img.shape[1:] != lab.shape[1:]:
             raise ValueError(
                 f"CopyPaste expects image (C, H, W) and labels (1, H, W) of one size, got {img.shape}, {lab.shape}."

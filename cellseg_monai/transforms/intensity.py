@@ -10,6 +10,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from cellseg_monai.postprocessing.classic import nuclei_are_dark
 
@@ -45,7 +46,7 @@ class NormalizePolarity(Transform):
         if img.ndim != 3:
             raise ValueError(f"NormalizePolarity expects a channel-first (C, H, W) image, got shape {tuple(img.shape)}")
         if self.polarity == "auto":
-            array = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+            array = convert_to_numpy(img, wrap_sequence=True)
             invert = nuclei_are_dark(array, self.smooth_sigma)
         else:
             invert = self.polarity == "dark"

@@ -22,7 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, ensure_tuple
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, ensure_tuple
 from scipy import ndimage as ndi
 
 from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
@@ -99,7 +99,7 @@ class InstancesToInteriorBoundary(Transform):
                 f"InstancesToInteriorBoundary expects one-channel (1, H, W) instance labels, "
                 f"got shape {tuple(labels.shape)}."
             )
-        array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        array = convert_to_numpy(labels, wrap_sequence=True)
         if np.issubdtype(array.dtype, np.floating):
             if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
                 raise TypeError("instance labels must hold integer ids; got non-integer floating-point values.")
@@ -185,7 +185,7 @@ class InteriorBoundaryToInstances(Transform):
                 "InteriorBoundaryToInstances expects (3, H, W) probabilities of background, interior and boundary, "
                 f"got shape {tuple(prob.shape)}."
             )
-        array = prob.detach().float().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
+        array = convert_to_numpy(prob.float() if isinstance(prob, torch.Tensor) else prob, wrap_sequence=True)
         labels = interior_boundary_to_instances(array, **self.kwargs)
         return labels_like(labels, prob)
 

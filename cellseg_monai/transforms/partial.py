@@ -14,6 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from cellseg_monai.annotations.partial import keep_fraction
 
@@ -52,7 +53,7 @@ class KeepFraction(Transform):
                 "KeepFraction needs the sample id (the kept instances are a function of id, seed and fraction): "
                 "pass sample_id or load the label with LoadMicroscopy, which sets meta['id']"
             )
-        arr = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+        arr = convert_to_numpy(label, wrap_sequence=True)
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[0] != 1):
             raise ValueError(f"labels must be (1, H, W) or (H, W), got shape {tuple(arr.shape)}")
         out = torch.as_tensor(keep_fraction(arr, str(sample_id), seed=self.seed, fraction=self.fraction))

@@ -22,6 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from cellseg_monai.annotations.points import (
     detect_points,
@@ -52,10 +53,6 @@ POINT_SOURCES: tuple[str, ...] = ("simulate", "detect", "files")
 """Where :class:`MakePointsd` takes the LOIs from: label centroids, DoG detection on a channel, ``weak/points/``."""
 MASK_SOURCES: tuple[str, ...] = ("labels", "threshold", "files")
 """Where :class:`ForegroundMaskd` takes the mask from: ``labels > 0``, a thresholded channel, ``weak/masks/``."""
-
-
-def _np(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _meta_like(ref: Any, arr: np.ndarray) -> MetaTensor:
@@ -90,7 +87,7 @@ def map_to_points(point_map: Any) -> tuple[np.ndarray, np.ndarray]:
 
     Points are returned in increasing id order (ties by position).
     """
-    arr = _np(point_map)
+    arr = convert_to_numpy(point_map, wrap_sequence=True)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
@@ -122,7 +119,7 @@ class SimulatePoints(Transform):
             sample_id = str(getattr(label, "meta", {}).get("id", "")) if isinstance(label, MetaTensor) else ""
         if not sample_id and self.jitter > 0:
             raise ValueError("SimulatePoints: a sample id is needed for a deterministic jitter (label.meta['id'])")
-        lab = _np(label)
+        lab = convert_to_numpy(label, wrap_sequence=True)
         lab2 = lab[0] if lab.ndim == 3 else lab
         pts = simulate_points(lab2, sample_id, seed=self.seed, jitter=self.jitter)
         ids = np.unique(lab2)
@@ -179,7 +176,7 @@ class DetectPoints(Transform):
         )
 
     def __call__(self, image: Any) -> MetaTensor:
-        img = _np(image).astype(np.float32)
+        img = convert_to_numpy(image, wrap_sequence=True).astype(np.float32)
         if img.ndim == 2:
             img = img[None]
         chan = img.mean(axis=0) if self.channel == -1 else img[self.channel]
@@ -311,7 +308,7 @@ class ThresholdMask(Transform):
         self.threshold = threshold
 
     def __call__(self, image: Any) -> MetaTensor:
-        img = _np(image).astype(np.float32)
+        img = convert_to_numpy(image, wrap_sequence=True).astype(np.float32)
         if img.ndim == 2:
             img = img[None]
         chan = img.mean(axis=0) if self.channel == -1 else img[self.channel]
@@ -356,7 +353,7 @@ class ForegroundMaskd(MapTransform):
         d = dict(data)
         if self.source == "labels":
             lab = d[self.label_key]
-            d[self.mask_key] = _meta_like(lab, (_np(lab) > 0).astype(np.uint8))
+            d[self.mask_key] = _meta_like(lab, (convert_to_numpy(lab, wrap_sequence=True) > 0).astype(np.uint8))
         elif self.source == "threshold":
             d[self.mask_key] = self.thresholder(d[self.image_key])
         else:

@@ -17,6 +17,7 @@ import tifffile
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from monai.utils import convert_to_numpy
 from scipy import ndimage
 from skimage.color import hsv2rgb
 from skimage.segmentation import find_boundaries
@@ -48,10 +49,6 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, o
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _normalise(x: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> np.ndarray:
@@ -178,7 +175,7 @@ class SaveInstancesd(MapTransform):
         )
 
     def _labels(self, data: Mapping[Hashable, object], key: Hashable, image_id: str) -> np.ndarray:
-        labels = _to_numpy(data[key])
+        labels = convert_to_numpy(data[key], wrap_sequence=True)
         if labels.ndim != 3 or labels.shape[0] != 1:
             raise ValueError(f"{image_id}: data[{key!r}] must be (1, H, W) instance labels, got {labels.shape}.")
         labels = labels[0]
@@ -197,7 +194,7 @@ class SaveInstancesd(MapTransform):
         value = data[key]
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             raise TypeError(f"data[{key!r}] must be a loaded array or tensor, got {type(value).__name__}.")
-        return _to_numpy(value).astype(np.float32)
+        return convert_to_numpy(value, wrap_sequence=True).astype(np.float32)
 
     def _add_attributes(self, data: Mapping[Hashable, object], labels: np.ndarray, rows: list, image_id: str) -> list:
         """Add each object's attribute values (mean over its pixels) to its measurement row; the column names."""

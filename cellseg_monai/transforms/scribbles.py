@@ -16,6 +16,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from cellseg_monai.annotations.scribbles import simulate_scribbles
 from cellseg_monai.data.io import DataError
@@ -65,7 +66,7 @@ class SimulateScribbles(Transform):
                 "SimulateScribbles needs the sample id (scribbles are a function of id, seed and budget): pass "
                 "sample_id or load the label with LoadMicroscopy, which sets meta['id']"
             )
-        arr = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+        arr = convert_to_numpy(label, wrap_sequence=True)
         if arr.ndim == 3 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim != 2:

@@ -37,7 +37,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends, convert_to_dst_type
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage as ndi
 
 from cellseg_monai.postprocessing.interior_boundary import interior_boundary_to_instances
@@ -179,8 +179,8 @@ def semantic_targets(
     return np.stack([o.astype(np.float32) for o in out])
 
 
-def _to_numpy_labels(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def _label_array(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    array = convert_to_numpy(x, wrap_sequence=True)
     if array.ndim != 3:
         raise ValueError(f"{name} must be (1, H, W) labels or an (N, H, W) mask stack, got shape {array.shape}.")
     if np.issubdtype(array.dtype, np.floating):
@@ -217,8 +217,8 @@ class SemanticTargets(Transform):
     def __call__(
         self, labels: torch.Tensor | np.ndarray, nuclei: torch.Tensor | np.ndarray | None = None
     ) -> torch.Tensor | np.ndarray:
-        cells = _to_numpy_labels(labels, "labels")
-        nuc = None if nuclei is None else _to_numpy_labels(nuclei, "nuclei")
+        cells = _label_array(labels, "labels")
+        nuc = None if nuclei is None else _label_array(nuclei, "nuclei")
         targets = semantic_targets(cells, self.heads, nuc, self.border_width, self.overlap_background)
         out, *_ = convert_to_dst_type(
             targets, dst=labels, dtype=torch.float32 if isinstance(labels, torch.Tensor) else np.float32
@@ -324,11 +324,11 @@ class SEUNetOutputsToInstances(Transform):
             probs.append(1.0 - self._channel(out, "background"))
         fg = (sum(probs) / len(probs)).clamp(0.0, 1.0).float()
         if self.decoder == "sparse":
-            labels_np = out[0].detach().cpu().numpy().round().astype(np.int32)
+            labels_np = convert_to_numpy(out[0]).round().astype(np.int32)
             score = out[1:2].float()
         else:
             border = self._channel(out, "border").float()
-            prob = torch.stack([1.0 - fg, fg * (1.0 - border), fg * border]).detach().cpu().numpy()
+            prob = convert_to_numpy(torch.stack([1.0 - fg, fg * (1.0 - border), fg * border]))
             labels_np = interior_boundary_to_instances(prob, **self.kwargs)
             score = fg[None] * torch.as_tensor(labels_np[None] > 0, device=fg.device)
         labels = labels_like(labels_np, out)  # a MetaTensor: score and fg follow, so the three can be concatenated

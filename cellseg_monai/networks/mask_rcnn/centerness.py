@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data.box_utils import box_iou
+from monai.utils import convert_to_numpy
 from scipy import ndimage
 from torch import nn
 
@@ -72,7 +73,7 @@ def component_peaks(prob: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def _scipy_component_peaks(prob: torch.Tensor, threshold: float) -> torch.Tensor:
-    p = prob.detach().cpu().numpy()
+    p = convert_to_numpy(prob)
     comp, n = ndimage.label(p > threshold, structure=np.ones((3, 3)))
     if n == 0:
         return torch.zeros((0,), dtype=torch.long, device=prob.device)
