@@ -236,7 +236,8 @@ class TiledInstanceInferer(Inferer):
             attrs[:, self.xy_attributes[0]] += x0
             attrs[:, self.xy_attributes[1]] += y0
         ids = np.arange(1, k + 1)
-        com = ndimage.center_of_mass(np.ones_like(labels), labels, ids)
+        with np.errstate(invalid="ignore", divide="ignore"):  # ids cropped away with the padding: NaN, skipped below
+            com = ndimage.center_of_mass(np.ones_like(labels), labels, ids)
         out = []
         for idx, sl in enumerate(ndimage.find_objects(labels)):
             if sl is None:
