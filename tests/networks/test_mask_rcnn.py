@@ -247,3 +247,19 @@ def test_paste_masks_by_score():
     half[0, :, :2] = 1  # left half of the mask -> left half of the box
     labels, _ = paste_masks(half, torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([1.0]), (8, 8))
     assert labels[:, :4].eq(1).all() and labels[:, 4:].eq(0).all()
+
+
+@pytest.mark.parametrize("cls", [MaskRCNN, PartialMaskRCNN])
+def test_scripted_network_equals_eager(cls, tmp_path):
+    from monai.networks.utils import convert_to_torchscript
+
+    torch.manual_seed(0)
+    net = cls.build(**TINY, score_threshold=0.0, detections_per_image=10).eval()
+    if cls is PartialMaskRCNN:
+        net.centerness.threshold = 0.0  # every component detected: the extra proposals are exercised
+    scripted = convert_to_torchscript(net, filename_or_obj=tmp_path / "m.ts")
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        eager = net(x)
+        assert eager[:, 0].max() > 0
+        torch.testing.assert_close(scripted(x), eager)

@@ -139,7 +139,7 @@ class _AcceptsVersion1Arguments(type):
     to :func:`~cellseg_monai.networks.mask_rcnn.build_mask_rcnn`, with a ``DeprecationWarning``."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls.__name__ == "MaskRCNN" and not (args and isinstance(args[0], nn.Module)) and "backbone" not in kwargs:
+        if cls is MaskRCNN and not (args and isinstance(args[0], nn.Module)) and "backbone" not in kwargs:
             from cellseg_monai.networks.mask_rcnn.factory import build_mask_rcnn
 
             warnings.warn(

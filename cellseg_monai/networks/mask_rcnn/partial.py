@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.apps.detection.utils.anchor_utils import AnchorGenerator
 from torch import nn
 
 from cellseg_monai.networks.mask_rcnn.centerness import CenternessModule, ignore_matched_negatives
@@ -42,7 +43,7 @@ class PartialMaskRCNN(MaskRCNN):
         self,
         backbone: nn.Module,
         fpn: nn.Module,
-        anchor_generator: Any,
+        anchor_generator: AnchorGenerator,
         rpn_head: RPNHead,
         box_head: BoxHead,
         mask_head: nn.Module,

@@ -73,7 +73,8 @@ class RPNHead(nn.Module):
         pre_nms_top_n, post_nms_top_n: proposals kept per image before / after NMS, as (training, inference).
         nms_threshold: IoU of the proposal NMS.
 
-    Call :meth:`init_weights` for Faster R-CNN's initial output layers (N(0, 0.01) weights, zero biases).
+    Call :meth:`init_weights` for Faster R-CNN's initial output layers (N(0, 0.01) weights, zero biases). The part
+    has no ``forward``: :meth:`MaskRCNN.rpn` applies its layers, which the network registers as its own.
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class BoxHead(nn.Module):
         score_threshold, nms_threshold, detections_per_image: inference filtering of the decoded boxes.
 
     Call :meth:`init_weights` for Faster R-CNN's initial output layers (N(0, 0.01) class, N(0, 0.001) box weights).
+    The part has no ``forward``: :meth:`MaskRCNN.box_predictions` applies its layers, registered by the network.
     """
 
     def __init__(
