@@ -30,7 +30,10 @@ LACSS = REPO / "bundles" / "lacss"
 SMALL = ["--val_interval", "1", "--num_samples", "2", "--patch_size", "[64, 64]"]
 UNET_SMALL = [*SMALL, "--network_def#features", "[4, 8, 8, 16, 16, 4]"]
 LACSS_SMALL = [*SMALL, "--network_def#features", "[8, 16, 32]", "--network_def#feature_channels", "8"]
-PROGRESS_BAR = 5  # index of ignite's ProgressBar in supervised_unet's train#handlers, replaced by the pause handler
+# index of ignite's ProgressBar in supervised_unet's train#handlers, replaced by the pause handler
+PROGRESS_BAR = [
+    h.get("_target_") for h in json.loads((UNET / "configs" / "train.json").read_text())["train"]["handlers"]
+].index("ignite.handlers.ProgressBar")
 
 
 def _command(bundle: Path, dataset: Path, out: Path, *args: str) -> list[str]:
