@@ -1,7 +1,10 @@
-"""One bundle-root rule (cellseg_monai.bundle.paths): unit cases, then every way a bundle is run."""
+"""One bundle-root rule (cellseg_monai.bundle.paths): unit cases, then every way a bundle is run; then the one rule
+that finds a bundle by name or folder, in a checkout and in an installed package."""
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -11,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from cellseg_monai.bundle import existing_checkpoint, is_bundle_dir, locate_bundle_root
+from cellseg_monai.bundle.export import bundle_files
+from cellseg_monai.bundle.paths import BUNDLE_ALIASES, bundle_names, bundles_dir, find_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "impartial"
@@ -112,3 +117,72 @@ def test_python_api_from_any_directory(tmp_path, monkeypatch):
         config_file=str(copy / "configs" / "inference.json"), workflow_type="infer", bundle_root=str(copy)
     )
     assert wf.bundle_root == str(copy) and wf.parser.get_parsed_content("ckpt_path").startswith(str(copy))
+
+
+# --- finding a bundle by name or folder (find_bundle): the CLI, the Python API and the benchmarks ---
+
+PACKAGE = REPO / "cellseg_monai"
+SHIPPED = ["canonical_shape", "impartial", "lacss", "partial_maskrcnn", "sparse_seunet", "supervised_unet"]
+
+
+def test_names_and_the_alias_resolve_to_the_repository_bundles_in_a_checkout():
+    assert bundles_dir() == (REPO / "bundles").resolve()
+    assert bundle_names() == SHIPPED  # the imppartial link is an alias, not a seventh bundle
+    for name in SHIPPED:
+        assert find_bundle(name) == (REPO / "bundles" / name).resolve()
+    assert find_bundle("imppartial") == BUNDLE and BUNDLE_ALIASES == {"imppartial": "impartial"}
+
+
+def test_a_folder_wins_and_unknown_names_list_the_known_ones(tmp_path, monkeypatch):
+    mine = _fake_bundle(tmp_path / "my_copy")
+    assert find_bundle(mine) == mine and find_bundle(str(mine)) == mine
+    monkeypatch.chdir(tmp_path)
+    assert find_bundle("my_copy") == mine  # a folder of that name in the working directory
+    for bad in ["nope", "../bundles/impartial", ""]:
+        with pytest.raises(FileNotFoundError, match=r"no bundle .*one of \['canonical_shape', 'impartial'"):
+            find_bundle(bad)
+
+
+def _installed_paths_module(site: Path, bundles: list[str]):
+    """bundle/paths.py as it lies in an installed wheel: cellseg_monai/_bundles/<name> are real folders."""
+    (site / "cellseg_monai" / "bundle").mkdir(parents=True)
+    shutil.copy(PACKAGE / "bundle" / "paths.py", site / "cellseg_monai" / "bundle" / "paths.py")
+    for name in bundles:
+        _fake_bundle(site / "cellseg_monai" / "_bundles" / name)
+    spec = importlib.util.spec_from_file_location("installed_paths", site / "cellseg_monai" / "bundle" / "paths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_installed_package_finds_its_own_copy_of_the_bundles(tmp_path):
+    paths = _installed_paths_module(tmp_path / "site", ["impartial", "lacss"])
+    shipped = tmp_path / "site" / "cellseg_monai" / "_bundles"
+    assert paths.bundles_dir() == shipped and paths.bundle_names() == ["impartial", "lacss"]
+    assert paths.find_bundle("imppartial") == shipped / "impartial"
+    assert paths.find_bundle("lacss") == shipped / "lacss"
+    with pytest.raises(FileNotFoundError, match=r"one of \['impartial', 'lacss'\]"):
+        paths.find_bundle("canonical_shape")
+
+
+def test_an_install_without_bundles_says_so(tmp_path):
+    paths = _installed_paths_module(tmp_path / "site", [])
+    with pytest.raises(FileNotFoundError, match=r"give a bundle folder .*_bundles is missing or empty"):
+        paths.find_bundle("impartial")
+
+
+def test_the_package_data_ships_every_bundle_file_and_no_alias_copy():
+    """pyproject's package-data globs (read by setuptools relative to cellseg_monai/, through the _bundles link)
+    cover every file a bundle's zip holds (cellseg_monai.bundle.export.bundle_files) apart from local training
+    products, and the exclusions drop the imppartial alias."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    include = {f for p in setuptools["package-data"]["cellseg_monai"] for f in glob.glob(p, root_dir=PACKAGE)}
+    exclude = {f for p in setuptools["exclude-package-data"]["cellseg_monai"] for f in glob.glob(p, root_dir=PACKAGE)}
+    shipped = include - exclude
+    assert not any(f.startswith("_bundles/imppartial/") for f in shipped)
+    for name in SHIPPED:
+        for rel in bundle_files(REPO / "bundles" / name):
+            if rel.parent.name == "models" and rel.name != "model.pt" and rel.suffix != ".md":
+                continue  # checkpoints, exported models: made locally, not part of the bundle
+            assert f"_bundles/{name}/{rel.as_posix()}" in shipped, f"{name}/{rel} would not be installed"
