@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
+from monai.handlers import from_engine
 
 from cellseg_monai.handlers import ForegroundCountHandler, PartialF1Handler, PointF1Handler, ScribbleMetricHandler
 from cellseg_monai.metrics.weak import (
@@ -91,7 +92,7 @@ def test_point_metric_and_handler_mean_over_images() -> None:
     metric = PointF1Metric()
     metric(y_pred, y)
     assert float(metric.aggregate()) == pytest.approx((4 / 7 + 1.0) / 2)
-    assert _run_handler(PointF1Handler(output_transform=lambda o: (o["pred"], o["points"])), y_pred, y, "points") == (
+    assert _run_handler(PointF1Handler(output_transform=from_engine(["pred"])), y_pred, y, "points") == (
         pytest.approx((4 / 7 + 1.0) / 2)
     )
 
@@ -133,7 +134,7 @@ def test_partial_metric() -> None:
     out = metric(torch.tensor(pred)[None, None], torch.tensor(partial)[None, None])
     assert float(out[0, 0]) == pytest.approx(0.8)
     assert _run_handler(
-        PartialF1Handler(output_transform=lambda o: (o["pred"], o["partial"])),
+        PartialF1Handler(output_transform=from_engine(["pred"])),
         [torch.tensor(pred)[None]],
         [torch.tensor(partial)[None]],
         "partial",
@@ -169,22 +170,35 @@ def test_foreground_count_metric_and_handler() -> None:
     with pytest.raises(ValueError, match="counts"):
         metric(torch.tensor(pred)[None, None], torch.tensor(mask)[None, None])
 
-    handler = ForegroundCountHandler(output_transform=lambda o: (o["pred"], o["mask"], o["count"]))
-    engine = Engine(lambda e, b: b)
+    handler = ForegroundCountHandler(
+        mask_key="weak_mask", count_key="weak_count", output_transform=from_engine(["pred"])
+    )
+    item = {"pred": torch.tensor(pred)[None], "weak_mask": torch.tensor(mask)[None], "weak_count": torch.tensor([2.0])}
+    engine = _evaluator([[item]])
     handler.attach(engine, "fg_count")
-    batches = [{"pred": [torch.tensor(pred)[None]], "mask": [torch.tensor(mask)[None]], "count": [torch.tensor([2.0])]}]
-    engine.run(batches, max_epochs=1)
+    engine.run([[item]], max_epochs=1)
     assert engine.state.metrics["fg_count"] == pytest.approx((1.0 + 0.5) / 2)
 
 
+def _evaluator(batches: list[list[dict]]) -> Engine:
+    """Like MONAI's evaluator after post-processing: ``state.batch`` and ``state.output`` are decollated lists of
+    dicts; the weak label (made by the pre-processing) is only in the batch."""
+
+    def step(engine: Engine, batch: list[dict]) -> list[dict]:
+        return [{"pred": item["pred"]} for item in batch]
+
+    return Engine(step)
+
+
 def _run_handler(handler, y_pred: list, y: list, key: str) -> float:
-    engine = Engine(lambda e, b: b)
+    batches = [[{"pred": p, key: t}] for p, t in zip(y_pred, y, strict=True)]
+    engine = _evaluator(batches)
     handler.attach(engine, "m")
-    engine.run([{"pred": [p], key: [t]} for p, t in zip(y_pred, y, strict=True)], max_epochs=1)
+    engine.run(batches, max_epochs=1)
     return engine.state.metrics["m"]
 
 
 def test_scribble_handler() -> None:
     p, s = _scribble_case()
-    handler = ScribbleMetricHandler("accuracy", output_transform=lambda o: (o["pred"], o["scribble"]))
+    handler = ScribbleMetricHandler("accuracy", output_transform=from_engine(["pred"]))
     assert _run_handler(handler, [torch.tensor(p)[None]], [torch.tensor(s)[None]], "scribble") == pytest.approx(5 / 7)
