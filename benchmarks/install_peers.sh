@@ -18,7 +18,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${CELLSEG_PEERS_VENV:-$repo/.venv-peers}"
 python="${PYTHON:-python3}"
-peers=("cellpose<4" "stardist" "tensorflow-cpu" "instanseg-torch")
+# pandas, seaborn: InstanSeg imports them (instanseg.utils.biological_utils) without declaring them
+peers=("cellpose<4" "stardist" "tensorflow-cpu" "instanseg-torch" "pandas" "seaborn")
 
 echo "peers venv: $venv"
 if [ ! -x "$venv/bin/python" ]; then
@@ -53,6 +54,7 @@ assert torch.__version__.startswith("2.13.0"), torch.__version__
 import cellpose.models  # noqa: F401
 import stardist.models  # noqa: F401
 import instanseg  # noqa: F401
+import instanseg.utils.loss.instanseg_loss  # noqa: F401  (what a model without downloaded weights is built from)
 assert "torchvision" not in sys.modules, "a peer imported torchvision"
 import cellpose, stardist, tensorflow
 print(f"ok: torch {torch.__version__}, cellpose {cellpose.version if hasattr(cellpose, 'version') else '?'}, "

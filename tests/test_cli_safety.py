@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,184 @@ def test_interrupted_simulate_leaves_complete_files_it_may_replace(capsys, datas
     assert run_cli(capsys, "simulate", dataset, "--kind", "masks")[0] == 0  # its own files, replaced after all
     record = json.loads((masks / ".cellseg-simulated.json").read_text())["files"]
     assert sorted(record) == ["img0.tif", "img1.tif", "img2.tif"] and all(v["md5"] for v in record.values())
+
+
+# --- bad-input suite: every dtype, odd shapes, unusable images, mixed batches, empty and duplicate inputs -----------
+
+_RNG = np.random.default_rng(7)
+_SHAPE = (40, 48)
+
+
+def _noise(dtype: type, low: float = 0, high: float = 255, shape: tuple[int, ...] = _SHAPE) -> np.ndarray:
+    return _RNG.uniform(low, high, shape).astype(dtype)
+
+
+# (name, array): every dtype a microscope or an export tool writes; each is segmented, labels of the image's size
+DTYPES = [
+    ("uint8", _noise(np.uint8)),
+    ("uint16", _noise(np.uint16, 0, 60000)),
+    ("uint32", _noise(np.uint32, 0, 2**31)),
+    ("int8", _noise(np.int8, -100, 100)),
+    ("int16", _noise(np.int16, -3000, 3000)),
+    ("int32", _noise(np.int32, -1000, 1000)),
+    ("int64", _noise(np.int64, 0, 1000)),
+    ("float16", _noise(np.float16, 0, 1)),
+    ("float32", _noise(np.float32, 0, 1)),
+    ("float64", _noise(np.float64, -5, 5)),
+    ("bool", _noise(np.float32, 0, 1) > 0.5),
+    ("constant", np.full(_SHAPE, 7, np.uint8)),  # no contrast at all: normalisation must not divide by zero
+]
+
+# (name, array, output height x width): shapes that are odd but valid
+SHAPES = [
+    ("1x1", np.array([[5]], np.uint8), (1, 1)),
+    ("1x2000", _noise(np.uint8, shape=(1, 2000)), (1, 2000)),
+    ("2000x1", _noise(np.uint8, shape=(2000, 1)), (2000, 1)),
+    ("3x3", _noise(np.uint8, shape=(3, 3)), (3, 3)),
+    ("rgb", _noise(np.uint8, shape=(*_SHAPE, 3)), _SHAPE),
+    ("rgba", _noise(np.uint8, shape=(*_SHAPE, 4)), _SHAPE),
+    ("channels_first_rgb", _noise(np.uint8, shape=(3, *_SHAPE)), _SHAPE),
+]
+
+
+def _one_image(tmp_path: Path, name: str, array: np.ndarray) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / f"{name}.tif"
+    tifffile.imwrite(path, array)
+    return path
+
+
+@pytest.mark.parametrize("name, array", DTYPES, ids=[d[0] for d in DTYPES])
+def test_segment_any_dtype(capsys, tmp_path, weights, name, array):
+    image = _one_image(tmp_path, name, array)
+    before = tree_md5(image.parent)
+    code, _, err = run_cli(capsys, *segment_args(weights, image, "--output_dir", tmp_path / "out"))
+    assert code == 0, err
+    labels = tifffile.imread(tmp_path / "out" / f"{name}.tif")
+    assert labels.shape == _SHAPE and np.issubdtype(labels.dtype, np.integer)
+    assert tree_md5(image.parent) == before
+
+
+@pytest.mark.parametrize("name, array, hw", SHAPES, ids=[s[0] for s in SHAPES])
+def test_segment_odd_shapes(capsys, tmp_path, weights, name, array, hw):
+    image = _one_image(tmp_path, name, array)
+    before = tree_md5(image.parent)
+    code, _, err = run_cli(capsys, *segment_args(weights, image, "--output_dir", tmp_path / "out"))
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "out" / f"{name}.tif").shape == hw
+    assert tree_md5(image.parent) == before
+
+
+def _write(array: np.ndarray) -> Callable[[Path], None]:
+    return lambda path: tifffile.imwrite(path, array)
+
+
+_NAN = np.full(_SHAPE, 0.5, np.float32)
+_NAN[3, 4] = np.nan
+# (name, how the file is made, the problem after "error: <file>: ")
+UNUSABLE = [
+    ("one_nan", _write(_NAN), "image has 1 NaN or infinite value(s) (of 1920); replace them"),
+    ("all_inf", _write(np.full(_SHAPE, np.inf, np.float32)), "image has 1920 NaN or infinite value(s)"),
+    ("minus_inf", _write(np.full(_SHAPE, -np.inf, np.float64)), "image has 1920 NaN or infinite value(s)"),
+    ("two_channels", _write(_noise(np.uint8, shape=(*_SHAPE, 2))), "image has 2 channel(s), cannot convert to the 3"),
+    ("five_channels", _write(_noise(np.uint8, shape=(*_SHAPE, 5))), "looks like a 3D stack or time series"),
+    ("stack_7_planes", _write(_noise(np.uint8, shape=(7, *_SHAPE))), "looks like a 3D stack or time series"),
+    ("stack_4d", _write(_noise(np.uint8, shape=(2, 3, *_SHAPE))), "looks like a 3D stack or time series"),
+    ("zero_bytes", lambda path: path.write_bytes(b""), "cannot read image file"),
+    ("text_as_tif", lambda path: path.write_text("not an image\n"), "cannot read image file"),
+    ("truncated_tif", lambda path: path.write_bytes(_tif_bytes()[:200]), "cannot read image file"),
+]
+
+
+def _tif_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, _noise(np.uint16, shape=(64, 64)))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, make, problem", UNUSABLE, ids=[u[0] for u in UNUSABLE])
+def test_segment_unusable_image_is_one_line_naming_it(capsys, tmp_path, weights, name, make, problem):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = folder / f"{name}.tif"
+    make(image)
+    before = tree_md5(folder)
+    code, stdout, err = run_cli(capsys, *segment_args(weights, image, "--output_dir", tmp_path / "out"))
+    assert code == 1
+    assert err == error_lines(err) and len(err) == 2, err
+    assert err[0].startswith(f"error: {image}: ") and problem in err[0], err[0]
+    assert err[1] == "error: segmented 0 of 1 images; skipped 1"
+    assert "Traceback" not in stdout
+    assert tree_md5(folder) == before and not (tmp_path / "out").exists()
+
+
+def test_mixed_batch_segments_every_good_image_and_names_every_bad_one(capsys, tmp_path, weights):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for good in ("a", "c", "e"):
+        tifffile.imwrite(folder / f"{good}.tif", _noise(np.uint8))
+    tifffile.imwrite(folder / "b_nan.tif", _NAN)
+    tifffile.imwrite(folder / "d_stack.tif", _noise(np.uint8, shape=(7, *_SHAPE)))
+    (folder / "f_empty.tif").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image, not listed\n")
+    before = tree_md5(folder)
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *segment_args(weights, folder, "--output_dir", out))
+    assert code == 1
+    assert [line.split(": ", 2)[1] for line in err[:-1]] == [
+        str(folder / n) for n in ("b_nan.tif", "d_stack.tif", "f_empty.tif")
+    ]
+    assert err[-1] == "error: segmented 3 of 6 images; skipped 3"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{i}{e}" for i in "ace" for e in (".tif", "_overlay.png", ".csv")
+    )
+    assert tree_md5(folder) == before
+
+
+def _empty_folder(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty", f"{tmp_path / 'empty'}: no images found (suffixes .tif, .tiff, .png"
+
+
+def _only_text_files(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("x")
+    return tmp_path / "docs", f"{tmp_path / 'docs'}: no images found"
+
+
+def _duplicate_id_tif_png(tmp_path: Path) -> tuple[Path, str]:
+    import imageio.v3 as iio
+
+    (tmp_path / "dup").mkdir()
+    tifffile.imwrite(tmp_path / "dup" / "a.tif", _noise(np.uint8))
+    iio.imwrite(tmp_path / "dup" / "a.png", _noise(np.uint8))
+    return tmp_path / "dup", f"{tmp_path / 'dup'}: two files share the id 'a' (a.png, a.tif)"
+
+
+def _duplicate_id_tif_tiff(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "dup").mkdir()
+    tifffile.imwrite(tmp_path / "dup" / "a.tif", _noise(np.uint8))
+    tifffile.imwrite(tmp_path / "dup" / "a.tiff", _noise(np.uint8))
+    return tmp_path / "dup", f"{tmp_path / 'dup'}: two files share the id 'a' (a.tif, a.tiff)"
+
+
+def _dataset_with_empty_images(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    return tmp_path / "ds", f"{tmp_path / 'ds'}: no images found"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_empty_folder, _only_text_files, _duplicate_id_tif_png, _duplicate_id_tif_tiff, _dataset_with_empty_images],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_empty_or_ambiguous_input_is_one_line(capsys, tmp_path, weights, make):
+    given, message = make(tmp_path)
+    before = tree_md5(given)
+    code, _, err = run_cli(capsys, *segment_args(weights, given, "--output_dir", tmp_path / "out"))
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: {message}"), err[0]
+    assert tree_md5(given) == before and not (tmp_path / "out").exists()

@@ -20,6 +20,7 @@ from cellseg_monai.guards.inputs import protected_folders, screen_images
 from cellseg_monai.guards.lock import LOCK_FILE, FolderInUseError, RunLock, hold_folder, lock_holder, release_held
 from cellseg_monai.guards.options import check_device, check_flag, check_overrides, check_setting, refuse_unknown
 from cellseg_monai.guards.outputs import check_existing_outputs, check_output_dir
+from cellseg_monai.guards.weights import check_weights
 
 __all__ = [
     "EXIT_DATA",
@@ -35,6 +36,7 @@ __all__ = [
     "check_output_dir",
     "check_overrides",
     "check_setting",
+    "check_weights",
     "describe_error",
     "hidden_tracebacks",
     "hold_folder",

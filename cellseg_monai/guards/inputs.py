@@ -40,7 +40,8 @@ def protected_folders(input_path: str | os.PathLike, datalist: Sequence[Mapping[
 def screen_images(
     datalist: Sequence[Mapping[str, str]], channels: int | None = None
 ) -> tuple[list[dict[str, str]], list[str]]:
-    """Read every image of a datalist once, as inference will, and set aside those that cannot be read.
+    """Read every image of a datalist once, as inference will, and set aside those that cannot be read or hold NaN
+    or infinite values (which would stop the run half way through the batch).
 
     Args:
         datalist: ``{"image": path, "id": id}`` entries.
@@ -50,14 +51,18 @@ def screen_images(
     Returns:
         ``(good, problems)``: the readable entries, in order, and one line ``<file>: <problem>`` per unreadable one.
     """
+    from cellseg_monai.transforms.checks import RequireFinite
     from cellseg_monai.transforms.io import LoadMicroscopy
 
     load = LoadMicroscopy(kind="image", channels=channels)
+    load_as_stored = LoadMicroscopy(kind="image")  # NaN counted in the file's own pixels, not in converted channels
+    finite = RequireFinite()
     good: list[dict[str, str]] = []
     problems: list[str] = []
     for entry in datalist:
         try:
             load(entry["image"])
+            finite(load_as_stored(entry["image"]))
         except DataError as exc:
             problems.append(str(exc))
         else:
