@@ -1,5 +1,5 @@
-"""Helpers that bundle configs call and that find bundles: where a bundle lives (by name or folder), which weights to load, distributed set-up, one-line
-errors."""
+"""Helpers that bundle configs call and that find bundles: where a bundle lives (by name or folder), which weights
+to load, distributed set-up, one-line errors."""
 
 from __future__ import annotations
 
