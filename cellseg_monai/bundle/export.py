@@ -74,12 +74,15 @@ def bundle_files(bundle: str | os.PathLike) -> list[Path]:
 
 def library_files(package_dir: str | os.PathLike | None = None) -> list[Path]:
     """The files of the ``cellseg_monai`` package that a bundle needs at run time (relative to the package folder):
-    Python modules and package data, no caches."""
+    Python modules and package data, no caches, and not the bundles that travel with the package (``_bundles/``, a
+    real folder in an installed wheel: the zip holds its own bundle)."""
     root = Path(package_dir) if package_dir is not None else Path(cellseg_monai.__file__).resolve().parent
     return [
         p.relative_to(root)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"}
+        if p.is_file()
+        and not {"__pycache__", "_bundles"} & set(p.relative_to(root).parts)
+        and p.suffix not in {".pyc", ".pyo"}
     ]
 
 

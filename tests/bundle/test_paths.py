@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cellseg_monai.bundle import existing_checkpoint, is_bundle_dir, locate_bundle_root
-from cellseg_monai.bundle.export import bundle_files
+from cellseg_monai.bundle.export import bundle_files, library_files
 from cellseg_monai.bundle.paths import BUNDLE_ALIASES, bundle_names, bundles_dir, find_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,3 +186,14 @@ def test_the_package_data_ships_every_bundle_file_and_no_alias_copy():
             if rel.parent.name == "models" and rel.name != "model.pt" and rel.suffix != ".md":
                 continue  # checkpoints, exported models: made locally, not part of the bundle
             assert f"_bundles/{name}/{rel.as_posix()}" in shipped, f"{name}/{rel} would not be installed"
+
+
+def test_an_exported_zip_carries_the_library_without_the_installed_bundles(tmp_path):
+    package = tmp_path / "site" / "cellseg_monai"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data" / "io.py").write_text("")
+    _fake_bundle(package / "_bundles" / "impartial")
+    (package / "_bundles" / "impartial" / "models").mkdir()
+    (package / "_bundles" / "impartial" / "models" / "model.pt").write_bytes(b"w")
+    assert library_files(package) == [Path("__init__.py"), Path("data/io.py")]
