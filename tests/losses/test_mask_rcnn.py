@@ -5,9 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine, Events
 
-from cellseg_monai.handlers import CenternessWarmup
 from cellseg_monai.losses.mask_rcnn import MaskRCNNLoss, box_head_loss, centerness_targets, mask_loss, rpn_loss
 
 
@@ -117,14 +115,3 @@ def test_total_weights_and_warmup_terms():
         MaskRCNNLoss(weights={"nope": 1.0})
     with pytest.raises(TypeError):
         loss(torch.zeros(1, 2, 4, 4), lab)
-
-
-@pytest.mark.parametrize("epochs, expected", [(2, [True, True, False, False]), (0, [False] * 4)])
-def test_warmup_handler_switches_per_epoch(epochs, expected):
-    loss = MaskRCNNLoss()
-    seen = []
-    engine = Engine(lambda e, b: None)
-    CenternessWarmup(loss, epochs).attach(engine)
-    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.append(loss.centerness_only))
-    engine.run([0], max_epochs=4)
-    assert seen == expected
