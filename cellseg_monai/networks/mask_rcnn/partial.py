@@ -1,5 +1,6 @@
-"""Mask R-CNN from partially labelled exemplars (Feng et al.): the centerness + box module finds the nuclei that
-are not labelled, so that they are not learnt as background, and adds them to the proposals in inference."""
+"""Mask R-CNN from partially labelled exemplars (Feng et al., "Robust Nucleus Detection from Microscopical Image
+with Partially Labeled Exemplars"): the centerness + box module finds the nuclei that are not labelled, so that they
+are not learnt as background, and adds them to the proposals in inference."""
 
 from __future__ import annotations
 
