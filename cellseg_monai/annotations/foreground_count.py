@@ -5,7 +5,7 @@ Cell Nuclei Segmentation by Canonical Shape Learning and Transformation", MIDL 2
 foreground mask of a patch and its number of nuclei K. Simulated from full labels, K is the number of instances
 with at least one pixel in the patch (a nucleus cut by the patch border counts).
 
-User-made annotations live beside the images (data contract, ``shared/DESIGN.md``)::
+User-made annotations live beside the images (data contract, ``docs/architecture.md``)::
 
     <dataset>/weak/masks/<id>.tif     (H, W) foreground mask, any dtype, > 0 = foreground (any image suffix)
     <dataset>/weak/counts.json        {"<id>": K, ...}, K a non-negative integer (nuclei in the whole image)

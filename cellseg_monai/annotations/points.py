@@ -8,7 +8,7 @@ the whole image. Both can be
   Gaussian whose draw is a deterministic function of (image id, seed)) and ``labels > 0`` for the mask;
 - machine made from an image channel, the paper's way: :func:`detect_points` (difference-of-Gaussians filter, then
   local maxima above a threshold, e.g. nuclei in a DAPI channel) and :func:`threshold_mask` (Otsu threshold);
-- read from user files beside the images (data contract, ``shared/DESIGN.md``)::
+- read from user files beside the images (data contract, ``docs/architecture.md``)::
 
       <dataset>/weak/points/<id>.csv    header ``y,x``, one row per cell, pixel coordinates (row, column), floats ok
       <dataset>/weak/masks/<id>.*       foreground mask image, > 0 = foreground

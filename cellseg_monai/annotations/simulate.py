@@ -1,6 +1,6 @@
 """Simulate weak annotations for a whole dataset and write them as files (``<dataset>/weak/<kind>/...``).
 
-The written files are read back like user-made annotations (data contract, ``shared/DESIGN.md``), so a simulated
+The written files are read back like user-made annotations (data contract, ``docs/architecture.md``), so a simulated
 benchmark and a real weakly annotated dataset go through the same pipeline. The CLI ``cellseg-monai simulate``
 calls :func:`simulate_dataset`. Every kind is a deterministic function of (image id, seed, budget).
 
