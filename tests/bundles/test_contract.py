@@ -1,5 +1,6 @@
-"""Every bundle under bundles/ honours the bundle contract of docs/architecture.md (files, ids, metadata, network I/O) and the
-output contract of :mod:`cellseg_monai.contract`; the blocks every bundle shares stay identical across bundles."""
+"""Every bundle under bundles/ honours the bundle contract of docs/architecture.md (files, ids, metadata, network
+I/O) and the output contract of :mod:`cellseg_monai.contract`; the blocks every bundle shares stay identical across
+bundles."""
 
 from __future__ import annotations
 
