@@ -4,6 +4,8 @@ Each measurement is a small function that the benchmark (``benchmarks/run.py``) 
 
 - :func:`machine_info` — CPU model, cores, torch threads, GPU, library versions;
 - :func:`matmul_gflops` — the dense matmul throughput of a device (the physical limit a network can approach);
+- :func:`conv3x3_gflops` — the throughput of a large 3×3 convolution, the other practical peak (oneDNN's direct
+  convolution may beat the matmul of the same torch build, so an efficiency is taken against the larger of the two);
 - :func:`forward_flops` — FLOPs of one forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode``
   (multiply-add = 2 FLOPs; convolutions, matmuls and attention, not element-wise ops);
 - :func:`parameter_count`;
@@ -30,6 +32,7 @@ import torch
 
 __all__ = [
     "ChildRun",
+    "conv3x3_gflops",
     "cpu_model",
     "forward_flops",
     "machine_info",
@@ -131,6 +134,26 @@ def matmul_gflops(
     out = torch.empty(n, n, dtype=dtype, device=device)
     seconds = median_seconds(lambda: torch.mm(a, b, out=out), repeats=repeats, device=device)
     return 2.0 * n**3 / seconds / 1e9
+
+
+def conv3x3_gflops(
+    channels: int = 64, size: int = 256, batch: int = 4, repeats: int = 5, device: torch.device | str = "cpu"
+) -> float:
+    """Throughput of a large 3×3 convolution (``channels`` → ``channels``, padding 1, float32, no gradient).
+
+    FLOPs are ``2·C·C·9·H·W`` per image (a multiply-add = 2 FLOPs, the count of :func:`forward_flops`), so a
+    network's achieved GFLOP/s and this peak are on the same scale.
+
+    Returns:
+        GFLOP/s, > 0.
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(batch, channels, size, size, generator=gen).to(device)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device).eval()
+    with torch.no_grad():
+        seconds = median_seconds(lambda: conv(x), repeats=repeats, device=device)
+    return 2.0 * channels * channels * 9 * size * size * batch / seconds / 1e9
 
 
 def forward_flops(module: torch.nn.Module, *inputs: torch.Tensor) -> int:

@@ -239,3 +239,50 @@ def test_lacss_trains_on_an_image_without_cells(tmp_path):
         tifffile.imwrite(root / "labels" / f"img{i}.tif", np.zeros((96, 80), np.uint16))
     _ok(_train(LACSS, root, tmp_path / "out", "--train#trainer#max_epochs", "1", *LACSS_SMALL))
     assert (tmp_path / "out" / "checkpoint_epoch=1.pt").is_file()
+
+
+# --- concurrent runs into one folder: the second is refused, the first run's files are untouched ----------------------
+
+
+def _file_md5s(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def test_second_training_into_a_running_runs_folder_is_refused(disc_dataset, tmp_path):
+    import socket
+
+    marker = tmp_path / "paused"
+    pause = {"_target_": "tests.bundles.interrupt.PauseOnce", "marker": str(marker), "epoch": 1}
+    override = [f"--train#handlers#{PROGRESS_BAR}", repr(pause)]
+    out = tmp_path / "run"
+    args = ("--train#trainer#max_epochs", "1", *UNET_SMALL, *override)
+    first = subprocess.Popen(
+        _command(UNET, disc_dataset, out, *args),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), f"the first training never started (exit code {first.poll()})"
+        before = _file_md5s(out)
+        assert ".cellseg-run.lock" in before and "run.json" in before
+        for extra in ([], ["--overwrite", "True"]):  # --overwrite would delete the first run's files
+            second = _train(UNET, disc_dataset, out, *args, *extra)
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert _last_line(second).startswith(
+                f"error: {out / '.cellseg-run.lock'}: {out} is in use by another run (pid {first.pid} on "
+                f"{socket.gethostname()} since "
+            ), _last_line(second)
+            assert "Traceback" not in second.stderr + second.stdout
+            after = _file_md5s(out)
+            assert {k: after.get(k) for k in before} == before  # the first run's files, byte for byte
+            assert first.poll() is None  # and the first run goes on
+    finally:
+        first.kill()
+        first.wait()
