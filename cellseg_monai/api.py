@@ -94,13 +94,12 @@ def inference_config(
     Raises:
         UsageError: unknown bundle, unknown or reserved override id, a value of the wrong type or out of range, or a
             device this machine does not have (one line naming the option, :mod:`cellseg_monai.guards`).
-        DataError: ``ckpt_path`` is not a file.
+        DataError: ``ckpt_path`` is missing, empty or not a weights file (:func:`cellseg_monai.guards.check_weights`).
     """
     from monai.bundle import ConfigParser
 
     from cellseg_monai.bundle.paths import find_bundle
-    from cellseg_monai.data.io import DataError
-    from cellseg_monai.guards import UsageError, check_device, check_overrides
+    from cellseg_monai.guards import UsageError, check_device, check_overrides, check_weights
 
     overrides = dict(overrides or {})
     try:
@@ -111,8 +110,8 @@ def inference_config(
     raw.read_config(str(root / "configs" / "inference.json"))
     check_overrides(raw.get(), overrides, options=options, reserved=reserved)
     check_device(None if device is None else str(device))
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise DataError(f"{ckpt_path}: weights file does not exist (--ckpt_path)")
+    if ckpt_path is not None:
+        check_weights(ckpt_path)  # missing, empty, a folder or not a weights file: one line naming it
     channels = overrides.get("in_channels", raw.get("in_channels"))
     overrides["bundle_root"] = str(root)
     if ckpt_path is not None:
@@ -196,6 +195,8 @@ class BundleModel:
         from ignite.engine import Engine
         from monai.engines.utils import default_prepare_batch
 
+        from cellseg_monai.guards import check_weights
+
         parser = config.parser()
         self.bundle_root = config.root
         self.in_channels = config.in_channels
@@ -206,6 +207,7 @@ class BundleModel:
         self.postprocessing, self._writer = _split_writer(parser.get_parsed_content("evaluator#postprocessing"))
         has_own = "prepare_batch" in parser.get("evaluator", {})
         self._prepare_batch = parser.get_parsed_content("evaluator#prepare_batch") if has_own else default_prepare_batch
+        check_weights(parser.get_parsed_content("ckpt_path"), self.network.state_dict().keys())  # this network's?
         _checkpoint_loader(parser)(Engine(lambda engine, batch: None))  # the weights, as the bundle loads them
         self.network.eval()
 
@@ -301,6 +303,7 @@ def load_bundle(
         A :class:`BundleModel`; ``labels, table = model.segment(image)``.
 
     Raises:
-        UsageError, DataError: as :func:`inference_config` (one line naming the option or file).
+        UsageError, DataError: as :func:`inference_config` (one line naming the option or file); DataError also for
+            weights of another network or other network settings (``network_def#...``).
     """
     return BundleModel(inference_config(bundle, ckpt_path, device, config_overrides))

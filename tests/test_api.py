@@ -144,3 +144,21 @@ def test_bad_arguments_are_refused_before_anything_is_built(kwargs, error, words
         cellseg_monai.load_bundle(**kwargs)
     (line,), _ = describe_error(caught.value)
     assert all(w in line for w in words), line
+
+
+def test_weights_of_another_network_or_a_broken_file_are_one_line(tmp_path):
+    import torch
+
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    narrow = cellseg_monai.find_bundle("supervised_unet") / "models" / "model.pt"
+    cases = [
+        ({"ckpt_path": tmp_path / "empty.pt"}, "empty"),
+        ({"ckpt_path": tmp_path / "other.pt"}, "weights of another network"),
+        ({"ckpt_path": narrow}, "weights of another network"),  # the right file format, another bundle's network
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(DataError) as caught:
+            cellseg_monai.load_bundle("impartial", device="cpu", **kwargs)
+        (line,), code = describe_error(caught.value)
+        assert line.startswith(str(kwargs["ckpt_path"])) and words in line and code == 1, line
