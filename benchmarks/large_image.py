@@ -149,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.child_json.write_text(json.dumps(child(args.child, work, args.size)))
         return 0
 
-    from benchmarks.measure import cpu_model, run_with_peak_rss
-    from benchmarks.speed import BUNDLES, _child_env, _load, _lscpu
+    from benchmarks.measure import run_with_peak_rss
+    from benchmarks.speed import BUNDLES, _child_env, _load
 
     start = time.monotonic()
     names = args.bundles or [b for b in BUNDLES if (REPO / "bundles" / b / "models" / "model.pt").is_file()]
@@ -170,6 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             tail = " | ".join(run.log.read_text(errors="replace").strip().splitlines()[-3:])
             rows.append({"bundle": name, "peak_rss_mb": run.peak_rss_mb, "error": f"exit {run.returncode}: {tail}"})
         print(f"  peak RSS {run.peak_rss_mb:.0f} MB", flush=True)
+        _write(args, argv, rows, load_before, start)  # after every bundle: a long run interrupted keeps its rows
+    return 0
+
+
+def _write(args: argparse.Namespace, argv: Sequence[str], rows: list[dict[str, Any]], load_before: Any, start: float):
+    from benchmarks.measure import cpu_model
+    from benchmarks.speed import _load, _lscpu
+
     lscpu = _lscpu()
     doc = {
         "command": "python benchmarks/large_image.py " + " ".join(argv),
@@ -188,7 +196,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     stem.with_suffix(".md").write_text(_report(doc))
     print(f"wrote {stem}.md; total {doc['total_s'] / 60:.1f} min", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

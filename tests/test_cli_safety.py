@@ -578,3 +578,62 @@ def test_empty_or_ambiguous_input_is_one_line(capsys, tmp_path, weights, make):
     assert code == 1 and len(err) == 1, err
     assert err[0].startswith(f"error: {message}"), err[0]
     assert tree_md5(given) == before and not (tmp_path / "out").exists()
+
+
+# --- concurrent runs into one output folder -----------------------------------------------------------------------
+
+
+def _segment_takes_the_run_lock() -> bool:
+    import inspect
+
+    from cellseg_monai import cli
+
+    return "hold_folder" in inspect.getsource(cli)
+
+
+@pytest.mark.xfail(
+    not _segment_takes_the_run_lock(),
+    reason="cli.segment does not take the output folder's run lock yet (cellseg_monai.guards.hold_folder)",
+    strict=True,
+)
+def test_segment_into_a_folder_another_run_is_writing_is_refused(capsys, dataset, weights, tmp_path):
+    """Another process holds the output folder (a segment or a training in progress): this one refuses at once."""
+    import socket
+    import textwrap
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img0.tif").write_bytes(b"being written by the other run")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys
+                from cellseg_monai.guards.lock import RunLock
+                RunLock({str(out)!r}, "segment").acquire()
+                print("held", flush=True)
+                sys.stdin.read()
+                """
+            ),
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before, inputs = tree_md5(out), tree_md5(dataset)
+        code, _, err = run_cli(capsys, *segment_args(weights, dataset, "--output_dir", out, "--overwrite", "True"))
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith(
+            f"error: {out / '.cellseg-run.lock'}: {out} is in use by another run (pid {holder.pid} on "
+            f"{socket.gethostname()} since "
+        ), err[0]
+        assert tree_md5(out) == before and tree_md5(dataset) == inputs
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

@@ -114,7 +114,8 @@ class RunLock:
 
     Use :meth:`acquire` / :meth:`release`, or the object as a context manager. :meth:`acquire` raises
     :class:`FolderInUseError` naming the lock file and its holder (pid, host, start, command) when another live run
-    holds it. The file is removed by :meth:`release`, and at interpreter exit if still held.
+    holds it. The file is removed by :meth:`release`, and at interpreter exit if still held; a folder that
+    :meth:`acquire` created is removed too if it is still empty.
     """
 
     def __init__(self, folder: str | os.PathLike, command: str | None = None) -> None:
@@ -122,6 +123,7 @@ class RunLock:
         self.path = self.folder / LOCK_FILE
         self.command = command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:4]])
         self._mine: dict[str, Any] | None = None
+        self._created_folder = False
 
     @property
     def held(self) -> bool:
@@ -180,6 +182,7 @@ class RunLock:
         """
         if self._mine is not None:
             return self
+        self._created_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         record = self._record()
         host = record["host"]
@@ -229,6 +232,9 @@ class RunLock:
         if holder and holder.get("pid") == mine["pid"] and holder.get("created") == mine["created"]:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+        if self._created_folder:  # a run refused or with nothing to write leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -166,3 +166,16 @@ def test_processes_started_together_get_exactly_one_lock(tmp_path):
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
     assert sorted(p.returncode for p in racers) == [0] + [2] * 7
     assert not (folder / LOCK_FILE).exists()
+
+
+def test_folder_made_for_the_lock_goes_if_nothing_was_written(tmp_path):
+    with RunLock(tmp_path / "new"):
+        assert (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()
+    with RunLock(tmp_path / "used"):
+        (tmp_path / "used" / "a.tif").write_bytes(b"x")
+    assert [p.name for p in (tmp_path / "used").iterdir()] == ["a.tif"]
+    (tmp_path / "old").mkdir()
+    with RunLock(tmp_path / "old"):
+        pass
+    assert (tmp_path / "old").is_dir()  # not made by the lock: kept, empty or not
