@@ -13,7 +13,9 @@ weights, on, in this order:
    image's: a thin image should cost no more per pixel than a square one.
 
 Writes ``<out>/large-image-<machine>.md`` and ``.json`` with the command, the machine (``lscpu`` model, threads)
-and the load average.
+and the load average. Each child runs under an address-space cap (``--memory-cap-mb``, default 10 GB): a bundle
+that needs more fails with ``MemoryError`` in its own process instead of waking the kernel's OOM killer on a shared
+machine; the table then says so.
 """
 
 from __future__ import annotations
@@ -140,12 +142,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--machine", default=None)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--work", type=Path, default=None)
+    p.add_argument(
+        "--memory-cap-mb",
+        type=float,
+        default=10240,
+        help="address-space cap of each child (RLIMIT_AS; torch alone reserves ~3 GB of it); 0: none",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-large-"))
     if args.child:
+        if args.memory_cap_mb > 0:  # fail this child with MemoryError rather than let the kernel kill a neighbour
+            import resource
+
+            cap = int(args.memory_cap_mb * 2**20)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         args.child_json.write_text(json.dumps(child(args.child, work, args.size)))
         return 0
 
@@ -162,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bundle {name}", flush=True)
         out = work / f"{name}.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--work", str(work)]
-        cmd += ["--size", str(args.size), "--child-json", str(out)]
+        cmd += ["--size", str(args.size), "--child-json", str(out), "--memory-cap-mb", str(args.memory_cap_mb)]
         run = run_with_peak_rss(cmd, work / f"{name}.log", cwd=REPO, env=_child_env(args.threads))
         if run.returncode == 0 and out.is_file():
             rows.append(_row(name, json.loads(out.read_text()), run.peak_rss_mb, args.size))

@@ -425,6 +425,7 @@ def _run_child(python: str, kind: str, name: str, args: argparse.Namespace, work
     cmd = [python, str(Path(__file__).resolve()), "--child", kind, name, "--work", str(work), "--child-json", str(out)]
     cmd += ["--sizes", *map(str, args.peer_sizes if kind == "peer" else args.sizes)]
     cmd += ["--repeats", str(args.repeats), "--repeats-large", str(args.repeats_large)]
+    cmd += ["--memory-cap-mb", str(args.memory_cap_mb)]
     if kind == "bundle":
         cmd += ["--train-iterations", str(args.train_iterations), "--flop-max-size", str(args.flop_max_size)]
         cmd += [] if args.no_objects else ["--objects"]
@@ -565,6 +566,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     )
+    p.add_argument("--memory-cap-mb", type=float, default=12288, help="address-space cap per child (0: none)")
     p.add_argument("--quick", action="store_true", help="512² and 1024², 1 repeat, 3 training iterations")
     p.add_argument("--machine", default=None, help="file name part (default: cpu<threads>)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -589,6 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         kind, args.name = args.child
         args.work = str(args.work)
+        if args.memory_cap_mb > 0:  # a MemoryError here rather than the kernel's OOM killer on a neighbour
+            import resource
+
+            cap = int(args.memory_cap_mb * 2**20)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         result = bundle_child(args) if kind == "bundle" else peer_child(args)
         args.child_json.write_text(json.dumps(result, indent=1) + "\n")
         return 0
