@@ -591,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         kind, args.name = args.child
         args.work = str(args.work)
-        if args.memory_cap_mb > 0:  # a MemoryError here rather than the kernel's OOM killer on a neighbour
+        if kind == "bundle" and args.memory_cap_mb > 0:  # MemoryError here, not the OOM killer on a neighbour
             import resource
 
             cap = int(args.memory_cap_mb * 2**20)
