@@ -148,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=10240,
         help="address-space cap of each child (RLIMIT_AS; torch alone reserves ~3 GB of it); 0: none",
     )
+    p.add_argument("--merge", action="store_true", help="keep the other bundles' rows of an earlier result file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -191,6 +192,11 @@ def _write(args: argparse.Namespace, argv: Sequence[str], rows: list[dict[str, A
     from benchmarks.measure import cpu_model
     from benchmarks.speed import _load, _lscpu
 
+    stem = args.out / f"large-image-{args.machine or f'cpu{args.threads}'}"
+    if args.merge and stem.with_suffix(".json").is_file():  # keep the rows of bundles this run did not measure
+        done = {r["bundle"] for r in rows}
+        earlier = json.loads(stem.with_suffix(".json").read_text())["bundles"]
+        rows = [r for r in earlier if r["bundle"] not in done] + rows
     lscpu = _lscpu()
     doc = {
         "command": "python benchmarks/large_image.py " + " ".join(argv),
@@ -205,7 +211,6 @@ def _write(args: argparse.Namespace, argv: Sequence[str], rows: list[dict[str, A
     }
     doc["total_s"] = time.monotonic() - start
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"large-image-{doc['machine_name']}"
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     stem.with_suffix(".md").write_text(_report(doc))
     print(f"wrote {stem}.md; total {doc['total_s'] / 60:.1f} min", flush=True)
