@@ -61,6 +61,7 @@ __all__ = [
     "jittered_grid_nuclei",
     "main",
     "peer_ratios",
+    "reference_size",
     "s_per_mp",
 ]
 
@@ -458,8 +459,18 @@ def _fmt(value: Any, spec: str = ".2f", scale: float = 1.0) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value * scale, spec)
 
 
+def reference_size(sizes: Sequence[int], peer_sizes: Sequence[int]) -> int:
+    """The size the ratios and the per-size columns refer to: 1024 when bundles and peers both ran it, else the
+    largest size both ran, else the largest bundle size."""
+    common = set(sizes) & set(peer_sizes)
+    if 1024 in common or (not common and 1024 in sizes):
+        return 1024
+    return max(common) if common else max(sizes)
+
+
 def _report(doc: dict[str, Any]) -> str:
     sizes = [str(s) for s in doc["args"]["sizes"]]
+    ref_size = str(reference_size(doc["args"]["sizes"], doc["args"]["peer_sizes"]))
     peaks = doc["peaks_gflops"]
     lines = [
         f"# Speed on {doc['machine_name']}",
@@ -474,7 +485,8 @@ def _report(doc: dict[str, Any]) -> str:
         "",
         f"Measured peaks ({doc['threads']} threads, float32): dense matmul {peaks['matmul']:.1f} GFLOP/s, "
         f"3×3 convolution (64→64 channels, 4×256²) {peaks['conv3x3']:.1f} GFLOP/s; each bundle's process measures "
-        "both again right before its own timings, and its efficiency is taken against the largest of the four.",
+        "both again right before its own timings (its `peaks_gflops` in the JSON), and its efficiency is taken against "
+        "the largest of the four.",
         "",
         "## Full inference, shipped weights",
         "",
@@ -484,7 +496,8 @@ def _report(doc: dict[str, Any]) -> str:
         "",
         "| bundle | "
         + " | ".join(f"s/MP {s}²" for s in sizes)
-        + " | network s/MP 1024² | post s/MP 1024² | objects 1024² | peak RSS MB | GFLOP/MP | achieved GFLOP/s "
+        + f" | network s/MP {ref_size}² | post s/MP {ref_size}² | objects {ref_size}² | peak RSS MB | GFLOP/MP "
+        "| achieved GFLOP/s "
         "| % of peak | train patches/s (batch) |",
         "|---|" + "---|" * (len(sizes) + 8),
     ]
@@ -492,7 +505,7 @@ def _report(doc: dict[str, Any]) -> str:
         if "sizes" not in b:
             lines.append(f"| {b.get('bundle', '?')} | failed: {b.get('error', '')} |")
             continue
-        ref = b["sizes"].get("1024", {})
+        ref = b["sizes"].get(ref_size, {})
         counted = [s for s in b["sizes"].values() if "flops" in s]
         eff = counted[-1] if counted else {}
         train = b.get("train", {})
@@ -508,30 +521,42 @@ def _report(doc: dict[str, Any]) -> str:
             f"| {ref.get('objects', '—')} | {b['peak_rss_mb']:.0f} | {_fmt(eff.get('gflop_per_mp'), '.1f')} "
             f"| {_fmt(eff.get('achieved_gflops'), '.1f')} | {_fmt(eff.get('peak_fraction'), '.1f', 100)} | {tp} |"
         )
-    lines += ["", "## Peers (same images, same threads, random weights: speed only)", ""]
+    lines += [
+        "",
+        "## Peers (same images, same threads, random weights: speed only)",
+        "",
+        "Random weights also make their post-processing see random outputs (no objects, or tens of thousands of "
+        "candidates for StarDist's NMS): their times are indicative only; with trained weights they differ.",
+        "",
+    ]
     peer_sizes = [str(s) for s in doc["args"]["peer_sizes"]]
     lines += [
-        "| peer | " + " | ".join(f"s/MP {s}²" for s in peer_sizes) + " | peak RSS MB | note |",
-        "|---|" + "---|" * (len(peer_sizes) + 2),
+        "| peer | " + " | ".join(f"s/MP {s}²" for s in peer_sizes) + f" | objects {ref_size}² | peak RSS MB | note |",
+        "|---|" + "---|" * (len(peer_sizes) + 3),
     ]
     for p in doc["peers"]:
         note = p.get("error", p.get("note", ""))
         lines.append(
             f"| {p['peer']} | "
             + " | ".join(_fmt(p.get("sizes", {}).get(s, {}).get("s_per_mp"), ".3f") for s in peer_sizes)
-            + f" | {_fmt(p.get('peak_rss_mb'), '.0f')} | {note} |"
+            + f" | {p.get('sizes', {}).get(ref_size, {}).get('objects', '—')} | {_fmt(p.get('peak_rss_mb'), '.0f')} "
+            f"| {note} |"
         )
     if doc["peers"]:
         names = [p["peer"] for p in doc["peers"]]
         lines += [
             "",
-            "Ratios at 1024²: peer s/MP ÷ bundle s/MP (> 1: the bundle is faster).",
+            f"Ratios at {ref_size}²: peer s/MP ÷ bundle s/MP (> 1: the bundle is faster).",
             "",
             "| bundle | " + " | ".join(f"vs {n}" for n in names) + " |",
             "|---|" + "---|" * len(names),
         ]
         for b in doc["bundles"]:
-            r = b.get("ratios", {})
+            r = peer_ratios(
+                b.get("sizes", {}).get(ref_size, {}).get("s_per_mp") or 0.0,
+                {p["peer"]: p.get("sizes", {}).get(ref_size, {}).get("s_per_mp") for p in doc["peers"]},
+            )
+            b["ratios"] = r
             lines.append(f"| {b.get('bundle')} | " + " | ".join(_fmt(r.get(n), ".2f") for n in names) + " |")
     lines += ["", "## Post-processing time vs number of objects (1024², network run once)", ""]
     counts = [str(c) for c in OBJECT_COUNTS]
@@ -543,9 +568,14 @@ def _report(doc: dict[str, Any]) -> str:
         objs = {str(o["drawn"]): o for o in b.get("objects", [])}
         cells = [f"{objs[c]['post_s']:.3f} ({objs[c]['found']})" if c in objs else "—" for c in counts]
         lines.append(f"| {b.get('bundle')} | " + " | ".join(cells) + " |")
-    lines += ["", "## Profiles (one network call at 1024², top operators by self CPU time)", ""]
+    lines += ["", "## Profiles (one network call, top operators by self CPU time)", ""]
     for b in doc["bundles"]:
         if b.get("profile"):
+            lines.append(
+                f"- **{b['bundle']}** ({b.get('profile_size', '?')}²): "
+                + ", ".join(f"{e['op'].removeprefix('aten::')} {e['share'] * 100:.0f} %" for e in b["profile"][:6])
+            )
+            continue
             top = ", ".join(f"{e['op']} {e['share'] * 100:.0f} %" for e in b["profile"][:6])
             lines.append(f"- **{b['bundle']}**: {top}")
     return "\n".join(lines) + "\n"
@@ -572,6 +602,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--work", type=Path, default=None, help="images, outputs and logs (default: a temp folder)")
     # internal: one child
+    p.add_argument("--report-only", type=Path, default=None, help="rewrite the .md (and ratios) from a .json")
     p.add_argument("--child", nargs=2, metavar=("KIND", "NAME"), help=argparse.SUPPRESS)
     p.add_argument("--child-json", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--objects", action="store_true", help=argparse.SUPPRESS)
@@ -598,6 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         result = bundle_child(args) if kind == "bundle" else peer_child(args)
         args.child_json.write_text(json.dumps(result, indent=1) + "\n")
+        return 0
+
+    if args.report_only is not None:
+        doc = json.loads(args.report_only.read_text())
+        args.report_only.with_suffix(".md").write_text(_report(doc))
+        args.report_only.write_text(json.dumps(doc, indent=1) + "\n")
         return 0
 
     import torch
@@ -637,11 +674,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry["achieved_gflops"], entry["peak_fraction"] = efficiency(
                     entry["flops"], entry["net_s"], [*own, *peaks.values()]
                 )
-        ref = result.get("sizes", {}).get("1024", {}).get("s_per_mp")
-        if ref:
-            result["ratios"] = peer_ratios(
-                ref, {p["peer"]: p.get("sizes", {}).get("1024", {}).get("s_per_mp") for p in peers}
-            )
         bundles.append(result)
     doc = {
         "command": "python benchmarks/speed.py " + " ".join(argv),
@@ -659,8 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     doc["total_s"] = time.monotonic() - start
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"speed-{machine_name}.md").write_text(_report(doc))  # adds each bundle's "ratios"
     (args.out / f"speed-{machine_name}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (args.out / f"speed-{machine_name}.md").write_text(_report(doc))
     print(f"wrote {args.out / f'speed-{machine_name}.md'}; total {doc['total_s'] / 60:.1f} min", flush=True)
     return 0
 

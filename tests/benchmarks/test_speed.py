@@ -75,3 +75,13 @@ def test_too_many_nuclei_are_refused():
 def test_conv3x3_peak_is_positive_and_finite():
     gflops = conv3x3_gflops(channels=8, size=32, batch=1, repeats=2)
     assert 0 < gflops < 1e6
+
+
+@pytest.mark.parametrize(
+    "sizes, peer_sizes, ref",
+    [([512, 1024, 4096], [512, 1024], 1024), ([512], [512], 512), ([512, 1024], [], 1024), ([256, 512], [256], 256)],
+)
+def test_reference_size_is_1024_when_both_ran_it(sizes, peer_sizes, ref):
+    from benchmarks.speed import reference_size
+
+    assert reference_size(sizes, peer_sizes) == ref
