@@ -8,8 +8,6 @@ which names the file.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,7 +51,10 @@ def check_weights(path: str | os.PathLike, expected_keys: Iterable[str] | None =
         raise DataError(f"{p}: weights file is empty (0 bytes)")
     try:
         loaded = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- garbage bytes fail in many ways (UnpicklingError, EOFError, KeyError,
+        # BadZipFile, UnicodeDecodeError, OverflowError, ...): every one means "not a weights file" here
         kind = type(exc).__name__
         raise DataError(f"{p}: not a PyTorch weights file, or a damaged one ({kind}); was it fully copied?") from exc
     state = _state_dict(loaded)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +22,15 @@ def _save(obj: object):
 # (name, how the file is made, the problem after "<file>: ")
 BAD = [
     ("empty", lambda p: p.write_bytes(b""), "weights file is empty (0 bytes)"),
-    ("random_bytes", lambda p: p.write_bytes(os.urandom(300)), "not a PyTorch weights file, or a damaged one"),
+    *[
+        (
+            f"random_bytes_{seed}",
+            lambda p, seed=seed: p.write_bytes(np.random.default_rng(seed).bytes(300)),
+            "not a PyTorch",
+        )
+        for seed in range(3)
+    ],
+    ("zip_header_then_garbage", lambda p: p.write_bytes(b"PK\x03\x04" + bytes(200)), "not a PyTorch weights file"),
     ("text", lambda p: p.write_text("hello\n"), "not a PyTorch weights file, or a damaged one"),
     ("truncated", lambda p: p.write_bytes(_bytes_of(NET.state_dict())[:100]), "not a PyTorch weights file"),
     ("a_list", _save([1, 2, 3]), "holds a list, not a state dict"),
