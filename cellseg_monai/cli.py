@@ -102,6 +102,7 @@ def segment(
         check_existing_outputs,
         check_flag,
         check_output_dir,
+        hold_folder,
         protected_folders,
         screen_images,
     )
@@ -112,20 +113,21 @@ def segment(
     datalist = list_images(str(input))
     images = [entry["image"] for entry in datalist]
     check_output_dir(str(output_dir), protected_folders(str(input), datalist), images)
-    check_existing_outputs(str(output_dir), [n for e in datalist for n in output_names(e["id"])], overwrite)
-    good, skipped = screen_images(datalist, setup.in_channels)
-    if good:
-        overrides = {**setup.overrides, "dataset_dir": str(input), "output_dir": str(output_dir)}
-        run(
-            config_file=str(setup.config_file),
-            meta_file=str(setup.meta_file),
-            logging_file=str(setup.logging_file),
-            **overrides,
-            datalist=_screened_datalist(good),
-        )
-        print(f"predictions written to {os.path.abspath(output_dir)}")
-    if skipped:
-        raise SkippedInputs(skipped, f"segmented {len(good)} of {len(datalist)} images; skipped {len(skipped)}")
+    with hold_folder(str(output_dir), "segment"):  # one run at a time into a folder (cellseg_monai.guards.lock)
+        check_existing_outputs(str(output_dir), [n for e in datalist for n in output_names(e["id"])], overwrite)
+        good, skipped = screen_images(datalist, setup.in_channels)
+        if good:
+            overrides = {**setup.overrides, "dataset_dir": str(input), "output_dir": str(output_dir)}
+            run(
+                config_file=str(setup.config_file),
+                meta_file=str(setup.meta_file),
+                logging_file=str(setup.logging_file),
+                **overrides,
+                datalist=_screened_datalist(good),
+            )
+            print(f"predictions written to {os.path.abspath(output_dir)}")
+        if skipped:
+            raise SkippedInputs(skipped, f"segmented {len(good)} of {len(datalist)} images; skipped {len(skipped)}")
 
 
 def evaluate(pred: str, gt: str, json_path: str | None = None, overwrite: bool = False, **kwargs: object):

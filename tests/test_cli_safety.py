@@ -583,19 +583,6 @@ def test_empty_or_ambiguous_input_is_one_line(capsys, tmp_path, weights, make):
 # --- concurrent runs into one output folder -----------------------------------------------------------------------
 
 
-def _segment_takes_the_run_lock() -> bool:
-    import inspect
-
-    from cellseg_monai import cli
-
-    return "hold_folder" in inspect.getsource(cli)
-
-
-@pytest.mark.xfail(
-    not _segment_takes_the_run_lock(),
-    reason="cli.segment does not take the output folder's run lock yet (cellseg_monai.guards.hold_folder)",
-    strict=True,
-)
 def test_segment_into_a_folder_another_run_is_writing_is_refused(capsys, dataset, weights, tmp_path):
     """Another process holds the output folder (a segment or a training in progress): this one refuses at once."""
     import socket

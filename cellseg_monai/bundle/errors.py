@@ -80,7 +80,11 @@ def _lines(exc: BaseException) -> tuple[list[str], int]:
 
 def _exit(code: int) -> None:
     """Flush what was printed and logged, then end the process without the interpreter's shutdown (which may abort
-    on a thread a library left running)."""
+    on a thread a library left running). Run locks this process holds go first (``os._exit`` skips ``atexit``)."""
+    from cellseg_monai.guards.lock import release_held
+
+    with contextlib.suppress(Exception):
+        release_held()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -167,7 +167,8 @@ def test_impartial_parameters_match_the_network_built_directly(tiny):
 
     _, doc, _ = tiny
     (r,) = [r for r in doc["results"] if r["method"] == "impartial"]
-    net = ImPartialUNet(in_channels=3, classes=(2, 2), features=8, depth=2)  # --tiny: network_def#features=8
+    depth = json.loads((REPO / "bundles/impartial/configs/inference.json").read_text())["network_def"]["depth"]
+    net = ImPartialUNet(in_channels=3, classes=(2, 2), features=8, depth=depth)  # --tiny: network_def#features=8
     assert r["inference"]["params"] == sum(p.numel() for p in net.parameters())
 
 

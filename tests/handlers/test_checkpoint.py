@@ -13,6 +13,7 @@ from cellseg_monai.handlers.checkpoint import (
     latest_checkpoint,
 )
 from cellseg_monai.handlers.run_record import RunMismatchError, write_run_file
+from cellseg_monai.guards.lock import LOCK_FILE
 
 
 def test_latest_checkpoint_picks_highest_epoch(tmp_path):
@@ -98,7 +99,8 @@ def test_overwrite_replaces_the_previous_run(tmp_path):
     seen = []
     engine.add_event_handler(Events.STARTED, lambda _: seen.append(sorted(p.name for p in tmp_path.iterdir())))
     engine.run([0], max_epochs=1)
-    assert seen == [[]]  # old checkpoints and best model gone before the first iteration
+    assert seen == [[LOCK_FILE]]  # old checkpoints and best model gone before the first iteration; the run's lock
+    assert not (tmp_path / LOCK_FILE).exists()  # released when the run completes
     assert latest_checkpoint(tmp_path).endswith("=1.pt")  # a later resume finds this run, not the old epoch 3
 
 

@@ -19,7 +19,7 @@ from .matching import IoUMatcher, nms
 from .network import MaskRCNN, default_parts
 from .partial import PartialMaskRCNN
 from .parts import BoxHead, MaskHead, RPNHead, SmallBackbone
-from .roi_align import RoIAlign, roi_align
+from .roi_align import RoIAlign
 
 __all__ = [
     "BoxHead",
@@ -39,5 +39,4 @@ __all__ = [
     "instance_boxes",
     "nms",
     "pixel_anchors",
-    "roi_align",
 ]
