@@ -23,6 +23,7 @@ scoring. Speed is measured by ``benchmarks/infer.py`` in a child process; the ma
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shlex
@@ -210,20 +211,22 @@ def evaluate_bundle(
 ) -> dict[str, Any]:
     """Predict the ``val`` split with ``train.json + evaluate.json`` and score it with ``evaluate_folders``.
 
-    With ``reuse``, predictions already made from the same checkpoint (``work/eval_record.json``) are scored again
-    instead of being predicted again."""
+    With ``reuse``, predictions already made from the same checkpoint, configs and overrides
+    (``work/eval_record.json``) are scored again instead of being predicted again."""
     from cellseg_monai.metrics.folder import evaluate_folders
 
     record_path = work / "eval_record.json"
     record = json.loads(record_path.read_text()) if reuse and record_path.is_file() else None
-    if record is None or record.get("checkpoint") != ckpt:
+    configs = {c: hashlib.md5(bundle.config(c).read_bytes()).hexdigest() for c in ("train.json", "evaluate.json")}
+    made_with = {"checkpoint": ckpt, "configs": configs, "overrides": list(overrides)}
+    if record is None or any(record.get(k) != v for k, v in made_with.items()):  # predict again after a config edit
         args = ["--dataset_dir", str(data), "--ckpt_path", ckpt, "--eval_dir", str(work / "eval")]
         args += ["--eval_split", "val"]
         args += applicable_overrides(
             overrides, bundle.name, [bundle.config("train.json"), bundle.config("evaluate.json")]
         )
         child = _run(_bundle_cmd(bundle, ["train.json", "evaluate.json"], args), work / "eval.log")
-        record = {"checkpoint": ckpt, "seconds": child.seconds}
+        record = {**made_with, "seconds": child.seconds}
         record_path.write_text(json.dumps(record, indent=2) + "\n")
     scores = evaluate_folders(work / "eval" / "predictions", gt_dir, json_path=work / "eval" / "instance_metrics.json")
     return {
