@@ -130,12 +130,13 @@ def _as_loaded_image(image: object, channels: int | None) -> Any:
     the bundle's ``in_channels`` (:func:`cellseg_monai.transforms.io.match_channels`).
     """
     from monai.data import MetaTensor
+    from monai.utils import convert_to_numpy
 
     from cellseg_monai.data.io import DataError, _to_2d_layout
     from cellseg_monai.transforms.io import match_channels
 
     if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
+        image = convert_to_numpy(image)
     if not isinstance(image, np.ndarray):
         raise DataError(
             f"{_IMAGE_SOURCE}: expected a NumPy array (H, W), (H, W, C) or (C, H, W); got {type(image).__name__}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from monai.utils import convert_to_numpy
 from torch import Tensor, nn
 
 from cellseg_monai.postprocessing.canonical_merge import affine_table, canonical_instances
@@ -75,7 +76,7 @@ class CanonicalShapePredictor:
             # and several times faster, as most of the N = A·h·w slots of a tile are absent)
             keep = (params["presence"][b] > self.threshold).nonzero()[:, 0]
             sub = {k: v[b : b + 1, keep] if k != "image_size" else v[b : b + 1] for k, v in params.items()}
-            masks = net.render_instances(sub, size)[0].detach().cpu().numpy() if len(keep) else np.zeros((0, *size))
+            masks = convert_to_numpy(net.render_instances(sub, size)[0]) if len(keep) else np.zeros((0, *size))
             labels, groups = canonical_instances(
                 masks, None, self.threshold, self.overlap, self.min_area, self.merge, return_groups=True
             )

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.utils import convert_to_dst_type
+from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 from torch import Tensor
 
@@ -77,10 +77,10 @@ def labels_scores_predictor(network: Callable[..., Tensor], tiles: Tensor) -> li
         raise ValueError(f"the network must return (b, 1 or 2 + P, h, w) labels [+ scores]; got {tuple(out.shape)}.")
     results = []
     for i in range(out.shape[0]):
-        labels = out[i, 0].detach().cpu().numpy().astype(np.int64)
+        labels = convert_to_numpy(out[i, 0]).astype(np.int64)
         k = int(labels.max(initial=0))
         if out.shape[1] == 2 and k > 0:
-            score = out[i, 1].detach().cpu().numpy().astype(np.float64)
+            score = convert_to_numpy(out[i, 1]).astype(np.float64)
             scores = ndimage.mean(score, labels, index=np.arange(1, k + 1))
         else:
             scores = np.ones(k)

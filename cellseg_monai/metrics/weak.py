@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import MetricReduction
+from monai.utils import MetricReduction, convert_to_numpy
 
 from cellseg_monai.metrics.cumulative import _check_batch, _ReducedMetric
 from cellseg_monai.metrics.matching import as_label_image, match, overlap
@@ -43,7 +43,7 @@ __all__ = [
 
 
 def _np(x: Any) -> np.ndarray:
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    arr = convert_to_numpy(x)
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:

@@ -20,14 +20,9 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from monai.utils import convert_to_numpy
 
 __all__ = ["affine_table", "canonical_instances", "merge_groups"]
-
-
-def _to_numpy(x: object) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(x)
 
 
 def merge_groups(binary: np.ndarray, overlap: float = 0.5, score: np.ndarray | None = None) -> list[list[int]]:
@@ -102,11 +97,11 @@ def canonical_instances(
     Returns:
         (H, W) int32 labels, 0 = background, 1..K.
     """
-    prob = _to_numpy(masks).astype(np.float64)
+    prob = convert_to_numpy(masks).astype(np.float64)
     if prob.ndim != 3:
         raise ValueError(f"masks must be (N, H, W); got shape {prob.shape}.")
     if presence is not None:
-        pres = _to_numpy(presence).astype(np.float64).reshape(-1)
+        pres = convert_to_numpy(presence).astype(np.float64).reshape(-1)
         if pres.shape[0] != prob.shape[0]:
             raise ValueError(f"presence must have N = {prob.shape[0]} values; got {pres.shape[0]}.")
         prob = prob * pres[:, None, None]
@@ -158,7 +153,7 @@ def affine_table(params: Mapping[str, object], index: int = 0, min_presence: flo
     for key, nd in (("L", 4), ("t", 3), ("centre", 3), ("presence", 2)):
         if key not in params:
             raise ValueError(f"params needs key {key!r}; got keys {sorted(params)}.")
-        a = _to_numpy(params[key]).astype(np.float64)
+        a = convert_to_numpy(params[key]).astype(np.float64)
         if a.ndim == nd - 1:
             a = a[None]
         if a.ndim != nd:

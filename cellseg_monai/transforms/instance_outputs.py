@@ -22,7 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends, ensure_tuple
+from monai.utils import TransformBackends, convert_to_numpy, ensure_tuple
 
 from cellseg_monai.contract import ATTRIBUTES_KEY, FG_PROB_KEY, LABELS_KEY, SCORE_KEY, SCORED_KEY
 from cellseg_monai.postprocessing.instances import WatershedParams, probability_to_instances
@@ -67,7 +67,7 @@ class ProbabilityToInstances(Transform):
                 f"ProbabilityToInstances expects a one-channel (1, H, W) foreground probability, "
                 f"got shape {tuple(prob.shape)}."
             )
-        array = prob.detach().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
+        array = convert_to_numpy(prob)
         labels = probability_to_instances(array[0].astype(np.float32, copy=False), self.threshold, self.params)
         return labels_like(labels, prob)
 
