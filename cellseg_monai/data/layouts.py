@@ -181,6 +181,7 @@ def load_datalist(
     require_labels: bool = True,
     val_fraction: float = 0.2,
     seed: int = 0,
+    labels_or: str | None = None,
 ) -> list[dict[str, str]]:
     """Build the datalist of one split of a dataset folder (layout detected by :func:`detect_layout`).
 
@@ -192,6 +193,9 @@ def load_datalist(
         require_labels: raise when an image of the split has no label.
         val_fraction: fraction of ids in "val" when the split is derived.
         seed: seed of the derived split.
+        labels_or: ``"scribble"``: with ``require_labels``, an image may have user scribbles
+            (``weak/scribbles/<id>.*``) instead of labels — a bundle that learns from scribbles trains and validates
+            on what a user drew, with no full labels at all (metrics that need labels skip such images).
 
     Returns:
         Dicts ``{"image": path, "id": stem, "label": path (when present), "scribble": path (when
@@ -203,6 +207,8 @@ def load_datalist(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if labels_or not in (None, "scribble"):
+        raise ValueError(f"labels_or must be None or 'scribble', got {labels_or!r}")
     root = Path(dataset_dir)
     layout = detect_layout(root)
     entries = {"standard": _standard_entries, "dsb2018": _dsb_entries, "cellpose": _cellpose_entries}[layout](root)
@@ -215,11 +221,12 @@ def load_datalist(
     out: list[dict[str, str]] = []
     for sid in ids:
         entry = dict(entries[sid])
-        if require_labels and "label" not in entry:
-            where = {"standard": "labels/<id>.*", "dsb2018": "<id>/masks/", "cellpose": "<name>_masks.<ext>"}[layout]
-            raise DataError(f"{entry['image']}: image {sid!r} has no label ({where}) and labels are required")
         if sid in scribbles:
             entry["scribble"] = str(scribbles[sid])
+        if require_labels and "label" not in entry and not (labels_or == "scribble" and "scribble" in entry):
+            where = {"standard": "labels/<id>.*", "dsb2018": "<id>/masks/", "cellpose": "<name>_masks.<ext>"}[layout]
+            instead = " or scribbles (weak/scribbles/<id>.*)" if labels_or == "scribble" else ""
+            raise DataError(f"{entry['image']}: image {sid!r} has no label ({where}){instead} and labels are required")
         out.append(entry)
     n_user = sum("scribble" in e for e in out)
     if n_user:

@@ -11,8 +11,11 @@ Example (bundle JSON, evaluator ``key_val_metric``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
+from ignite.engine import Engine
 from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.utils import MetricReduction
 
@@ -21,7 +24,37 @@ from cellseg_monai.metrics.cumulative import InstanceMetric, PixelMetric
 __all__ = ["InstanceMetricHandler", "PixelMetricHandler"]
 
 
-class InstanceMetricHandler(IgniteMetricHandler):
+class _LabelledImagesOnly(IgniteMetricHandler):
+    """Scores the images that have GT labels and skips the others: a validation set a user only scribbled
+    (:func:`cellseg_monai.data.load_datalist` with ``labels_or="scribble"``) has images without ``label``. The
+    value is NaN when no image of the run had labels (the weak-label key metric then selects the model)."""
+
+    label_key = "label"
+
+    def iteration_completed(self, engine: Engine) -> None:
+        output = engine.state.output
+        if isinstance(output, list):
+            labelled = [o for o in output if not isinstance(o, dict) or o.get(self.label_key) is not None]
+        else:
+            labelled = None if isinstance(output, dict) and output.get(self.label_key) is None else output
+        if labelled is None or (isinstance(labelled, list) and not labelled):
+            return
+        engine.state.output = labelled  # Ignite's own update path, on the labelled images only
+        try:
+            super().iteration_completed(engine)
+        finally:
+            engine.state.output = output
+
+    def compute(self) -> Any:
+        if self.metric_fn.get_buffer() is None:
+            self._is_reduced = True
+            if self.save_details and self._engine is not None and self._name is not None:
+                self._engine.state.metric_details[self._name] = None
+            return math.nan
+        return super().compute()
+
+
+class InstanceMetricHandler(_LabelledImagesOnly):
     """Mean over images of one named instance metric (:class:`cellseg_monai.metrics.cumulative.InstanceMetric`).
 
     Args:
@@ -31,6 +64,8 @@ class InstanceMetricHandler(IgniteMetricHandler):
             and GT instance labels, batch-first (B, 1, H, W) tensors or lists of (1, H, W) tensors, e.g.
             ``monai.handlers.from_engine(["pred", "label"])``.
         save_details: save the per-image values to ``engine.state.metric_details[<metric name>]``.
+
+    Images without GT labels are skipped; NaN when none had labels.
     """
 
     def __init__(
@@ -44,7 +79,7 @@ class InstanceMetricHandler(IgniteMetricHandler):
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
 
 
-class PixelMetricHandler(IgniteMetricHandler):
+class PixelMetricHandler(_LabelledImagesOnly):
     """Mean over images of a pixel metric (:class:`cellseg_monai.metrics.cumulative.PixelMetric`).
 
     Args:

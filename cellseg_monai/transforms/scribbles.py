@@ -91,18 +91,21 @@ class SimulateScribblesd(MapTransform):
 
     If ``data[scribble_key]`` already holds the user's scribbles, they are kept: an array/tensor is kept as is
     (a 2D one gets a channel axis), a path is loaded with ``LoadMicroscopy("scribble")``; its height and width
-    must match the label's. Otherwise scribbles are simulated from the loaded label under ``keys``, with the sample
-    id taken from ``data[id_key]`` or ``label.meta["id"]``.
+    must match the label's (or, for an image the user only scribbled, with no label, the ``ref_key`` image's).
+    Otherwise scribbles are simulated from the loaded label under ``keys``, with the sample id taken from
+    ``data[id_key]`` or ``label.meta["id"]``.
 
     Args:
         keys: the key of the loaded instance labels (one key).
         scribble_key: where the scribbles go (and where user scribbles are looked for).
         budget, seed, fov, class_map, contour_classes: see :class:`SimulateScribbles`.
         id_key: key of the sample id in the data dict.
-        allow_missing_keys: skip when the label key is missing.
+        ref_key: key of the image that user scribbles of an unlabelled sample must match in height and width.
+        allow_missing_keys: skip a sample with neither label nor scribbles (otherwise an error).
 
     Raises:
-        DataError: user scribbles whose height and width differ from the label's (names the files).
+        DataError: user scribbles whose height and width differ from the label's or the image's (names the
+            files); a sample with neither label nor scribbles.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class SimulateScribblesd(MapTransform):
         class_map: Mapping[int, int] | None = None,
         contour_classes: Sequence[int] = (),
         id_key: Hashable = "id",
+        ref_key: Hashable | None = "image",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -122,28 +126,48 @@ class SimulateScribblesd(MapTransform):
             raise ValueError(f"SimulateScribblesd takes one label key, got {self.keys}")
         self.scribble_key = scribble_key
         self.id_key = id_key
+        self.ref_key = ref_key
         self.simulator = SimulateScribbles(budget, seed, fov, class_map, contour_classes)
+
+    @staticmethod
+    def _user(user: Any) -> Any:
+        if isinstance(user, (str, os.PathLike)):
+            from cellseg_monai.transforms.io import LoadMicroscopy
+
+            return LoadMicroscopy("scribble")(user)
+        if isinstance(user, (np.ndarray, torch.Tensor)) and user.ndim == 2:
+            return user[None]
+        return user
+
+    @staticmethod
+    def _check_size(user: Any, ref: Any, what: str, ref_name: Hashable, scribble_key: Hashable) -> None:
+        if tuple(user.shape[-2:]) != tuple(ref.shape[-2:]):
+            src = getattr(user, "meta", {}).get("filename_or_obj", scribble_key)
+            rsrc = getattr(ref, "meta", {}).get("filename_or_obj", ref_name)
+            raise DataError(
+                f"{src}: scribbles have height x width {tuple(user.shape[-2:])} but {what} {rsrc} have "
+                f"{tuple(ref.shape[-2:])}"
+            )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key in self.key_iterator(d):
-            label = d[key]
-            user = d.get(self.scribble_key)
+        (key,) = self.keys
+        user = d.get(self.scribble_key)
+        if key not in d:  # an image the user only scribbled
             if user is None:
-                d[self.scribble_key] = self.simulator(label, d.get(self.id_key))
-                continue
-            if isinstance(user, (str, os.PathLike)):
-                from cellseg_monai.transforms.io import LoadMicroscopy
-
-                user = LoadMicroscopy("scribble")(user)
-            elif isinstance(user, (np.ndarray, torch.Tensor)) and user.ndim == 2:
-                user = user[None]
-            if tuple(user.shape[-2:]) != tuple(label.shape[-2:]):
-                src = getattr(user, "meta", {}).get("filename_or_obj", self.scribble_key)
-                lsrc = getattr(label, "meta", {}).get("filename_or_obj", key)
-                raise DataError(
-                    f"{src}: scribbles have height x width {tuple(user.shape[-2:])} but labels {lsrc} have "
-                    f"{tuple(label.shape[-2:])}"
-                )
+                if self.allow_missing_keys:
+                    return d
+                raise DataError(f"sample {d.get(self.id_key)!r}: has neither labels ({key!r}) nor scribbles")
+            user = self._user(user)
+            if self.ref_key is not None and self.ref_key in d:
+                self._check_size(user, d[self.ref_key], "the image", self.ref_key, self.scribble_key)
             d[self.scribble_key] = user
+            return d
+        label = d[key]
+        if user is None:
+            d[self.scribble_key] = self.simulator(label, d.get(self.id_key))
+            return d
+        user = self._user(user)
+        self._check_size(user, label, "labels", key, self.scribble_key)
+        d[self.scribble_key] = user
         return d

@@ -4,11 +4,15 @@ infer flow is in test_bundles.py; these tests read the same runs)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tifffile
 from monai.bundle import ConfigParser
 
 from tests.bundles.conftest import REPO, SPECS, bundle_run
@@ -34,6 +38,35 @@ def test_missing_weights_give_a_clear_error(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1
     assert "train the bundle first" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_trains_and_validates_on_scribbles_alone(disc_dataset, tmp_path):
+    """The paper's setting: the user scribbled a few nuclei and some background, and outlined nothing. Training
+    and validation read weak/scribbles/ only; the key metric is the scribble F1, label metrics are NaN."""
+    data = tmp_path / "scribbled"
+    shutil.copytree(disc_dataset / "images", data / "images")
+    shutil.copy(disc_dataset / "split.json", data / "split.json")
+    (data / "weak" / "scribbles").mkdir(parents=True)
+    for path in sorted((disc_dataset / "labels").glob("*.tif")):
+        labels = tifffile.imread(path)
+        scribbles = np.zeros(labels.shape, np.uint8)
+        scribbles[:2, :] = np.where(labels[:2, :] == 0, 1, 0)  # a background stroke along the top edge
+        for k in (1, 2, 3):  # a short stroke inside three nuclei
+            ys, xs = np.nonzero(labels == k)
+            scribbles[ys[len(ys) // 2], xs.min() + 2 : xs.max() - 1] = 2
+        tifffile.imwrite(data / "weak" / "scribbles" / path.name, scribbles)
+    proc = bundle_run(
+        BUNDLE,
+        ["train.json"],
+        *["--dataset_dir", str(data), "--output_dir", str(tmp_path / "run"), "--ckpt_dir", str(tmp_path / "m")],
+        *["--train#trainer#max_epochs", "1", "--val_interval", "1", "--num_samples", "2"],
+        *SPECS["impartial"].small,
+    )
+    assert (tmp_path / "m" / "model.pt").is_file()
+    out = proc.stdout + proc.stderr
+    assert "val_scribble_f1" in out and "val_f1@0.5: nan" in out, out[-3000:]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert not (data / "labels").exists() and run
 
 
 def test_multi_process_training_with_torchrun(disc_dataset, tmp_path):

@@ -93,6 +93,22 @@ def test_scribbles_are_picked_up(tmp_path):
     assert "scribble" not in dl["img00"]
 
 
+def test_scribbles_can_stand_in_for_labels(tmp_path):
+    """labels_or='scribble': an image the user only scribbled is kept; one with neither is refused, named."""
+    root = make_standard(tmp_path / "ds", IDS[:3], labelled=["img00"])
+    (root / "weak" / "scribbles").mkdir(parents=True)
+    iio.imwrite(root / "weak" / "scribbles" / "img01.png", IMG)
+    with pytest.raises(DataError, match=r"img02\.tif: image 'img02' has no label .* or scribbles \(weak/scribbles"):
+        load_datalist(root, "all", labels_or="scribble")
+    tifffile.imwrite(root / "labels" / "img02.tif", LAB)
+    dl = {d["id"]: d for d in load_datalist(root, "all", labels_or="scribble")}
+    assert set(dl) == {"img00", "img01", "img02"} and "label" not in dl["img01"] and "scribble" in dl["img01"]
+    with pytest.raises(DataError, match=r"img01\.tif: image 'img01' has no label \(labels/<id>\.\*\) and labels"):
+        load_datalist(root, "all")  # without labels_or, labels stay required
+    with pytest.raises(ValueError, match="labels_or must be None or 'scribble'"):
+        load_datalist(root, "all", labels_or="points")
+
+
 def test_dsb_layout(tmp_path):
     root = tmp_path / "stage1"
     for sid in ("bbb", "aaa"):

@@ -99,3 +99,24 @@ def test_in_supervised_evaluator() -> None:
     assert evaluator.state.metrics["val_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
     assert evaluator.state.metrics["val_aji"] == pytest.approx((1.0 + 10 / 30) / 2)
     assert evaluator.state.metrics["val_dice"] == pytest.approx(1.0)
+
+
+def _run_items(handler, items) -> Engine:
+    engine = Engine(lambda e, batch: [dict(item) for item in batch])
+    handler.attach(engine, name="m")
+    engine.run(items, max_epochs=1)
+    return engine
+
+
+def test_images_without_labels_are_skipped() -> None:
+    """A validation set a user only scribbled: images without ``label`` do not count (the others do, as before)."""
+    unlabelled = {"pred": strip_labels([(0, 5)])}
+    items = [[ITEMS[0][0], unlabelled], [unlabelled], [ITEMS[0][1]]]
+    engine = _run_items(InstanceMetricHandler(name="f1@0.5", output_transform=from_engine(["pred", "label"])), items)
+    assert engine.state.metrics["m"] == pytest.approx(np.mean([1.0, 2 / 3]))
+
+
+def test_no_labelled_image_gives_nan() -> None:
+    items = [[{"pred": strip_labels([(0, 5)]), "label": None}], [{"pred": strip_labels([])}]]
+    engine = _run_items(PixelMetricHandler(name="f1", output_transform=from_engine(["pred", "label"])), items)
+    assert np.isnan(engine.state.metrics["m"]) and engine.state.metric_details["m"] is None

@@ -75,3 +75,24 @@ def test_user_scribbles_shape_mismatch_names_files(files):
     d = LOAD({"image": str(files / "cell.tif"), "label": str(files / "cell_lab.tif"), "id": "cell"})
     with pytest.raises(DataError, match=r"small\.png.*\(20, 48\).*cell_lab\.tif.*\(40, 48\)"):
         SimulateScribblesd("label")({**d, "scribble": str(files / "small.png")})
+
+
+def test_an_image_with_scribbles_and_no_label_uses_the_scribbles(files):
+    """A user scribbled the image and outlined nothing: the scribbles are used, checked against the image's size."""
+    drawn = np.zeros((40, 48), np.uint8)
+    drawn[6:9, 7:10], drawn[0, :] = 2, 1
+    iio.imwrite(files / "drawn.png", drawn)
+    image = LoadMicroscopyd("image")({"image": str(files / "cell.tif"), "id": "cell"})
+    out = SimulateScribblesd("label")({**image, "scribble": str(files / "drawn.png")})
+    assert "label" not in out
+    np.testing.assert_array_equal(out["scribble"][0].numpy(), drawn)
+    iio.imwrite(files / "small.png", np.zeros((20, 48), np.uint8))
+    with pytest.raises(DataError, match=r"small\.png.*\(20, 48\) but the image .*cell\.tif.*\(40, 48\)"):
+        SimulateScribblesd("label")({**image, "scribble": str(files / "small.png")})
+
+
+def test_neither_label_nor_scribbles_is_an_error_naming_the_sample(files):
+    image = LoadMicroscopyd("image")({"image": str(files / "cell.tif"), "id": "cell"})
+    with pytest.raises(DataError, match=r"sample 'cell': has neither labels \('label'\) nor scribbles"):
+        SimulateScribblesd("label")(image)
+    assert SimulateScribblesd("label", allow_missing_keys=True)(image) == image
