@@ -32,8 +32,12 @@ from cellseg_monai.annotations.scribbles import (
     validate_scribbles,
 )
 from cellseg_monai.annotations.simulate import SIMULATED_KINDS, simulate_dataset
+from cellseg_monai.annotations.viewer import VIEWER_KINDS, viewer_labels, write_training_dataset
 
 __all__ = [
+    "VIEWER_KINDS",
+    "viewer_labels",
+    "write_training_dataset",
     "detect_points",
     "find_weak_points",
     "points_seed",
