@@ -48,8 +48,8 @@ class _LabelledImagesOnly(IgniteMetricHandler):
     def compute(self) -> Any:
         if self.metric_fn.get_buffer() is None:
             self._is_reduced = True
-            if self.save_details and self._engine is not None and self._name is not None:
-                self._engine.state.metric_details[self._name] = None
+            if self._engine is not None and self._name is not None:  # no per-image values to save (MetricsSaver)
+                getattr(self._engine.state, "metric_details", {}).pop(self._name, None)
             return math.nan
         return super().compute()
 

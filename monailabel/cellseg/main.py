@@ -15,6 +15,13 @@ on the same image. Nothing is downloaded at start and nothing is written into th
 - ``bundles``: the folder holding the bundles (default: ``bundles/`` of this repository).
 - ``label_name``: the name viewers show for the objects (default ``nucleus``).
 - ``preload``: ``true`` loads every network when the server starts (default ``false``: on the first request).
+- ``model_dir``: where trainings run and their better models are served from (default ``<images>/.cellseg/models``,
+  next to the datastore's labels; ``<app>/model`` for a remote datastore).
+
+One train task per bundle (``POST /train/<bundle>``, :mod:`lib.trainers`): fine-tunes the served weights on the
+datastore's saved labels — scribbles for ImPartial, instance outlines for the others — and serves the result
+(``<model_dir>/<bundle>/model.pt``) only if it beats the served model on held-out images; infer tasks serve that
+file when it exists, else the bundle's shipped ``models/model.pt`` (reloaded when the file changes).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import logging
 from pathlib import Path
 
 from lib.infers import CellSegBundleInferTask
+from lib.trainers import CellSegBundleTrainTask, served_model_path
 from monailabel.config import Settings, settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
@@ -68,6 +76,9 @@ class CellSegApp(MONAILabelApp):
             available = {n: available[n] for n in wanted}
         self.bundles = available
         self.label_name = conf.get("label_name", "nucleus")
+        remote = studies.startswith(("http://", "https://"))
+        default_models = Path(app_dir) / "model" if remote else Path(studies) / ".cellseg" / "models"
+        self.models_dir = Path(conf.get("model_dir", default_models)).resolve()
 
         super().__init__(
             app_dir=app_dir,
@@ -102,6 +113,7 @@ class CellSegApp(MONAILabelApp):
             if not task.is_valid():
                 logger.warning(f"--- Bundle {name}: MONAI Label cannot load it, not served")
                 continue
+            task.path = [str(path / "models" / "model.pt"), str(served_model_path(self.models_dir, name))]
             logger.info(f"+++ Adding Inferer:: {name} => {path}")
             infers[name] = task
         if not infers:
@@ -109,7 +121,11 @@ class CellSegApp(MONAILabelApp):
         return infers
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {}
+        return {
+            name: CellSegBundleTrainTask(path, self.models_dir)
+            for name, path in self.bundles.items()
+            if (path / "models" / "model.pt").is_file()  # fine-tuning starts from the shipped weights
+        }
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"random": Random(), "first": First()}

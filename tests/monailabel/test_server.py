@@ -86,8 +86,13 @@ class Server:
     def log_tail(self, n: int = 6000) -> str:
         return self.log.read_text(errors="replace")[-n:]
 
-    def request(self, method: str, path: str, timeout: float) -> tuple[int, str, bytes]:
-        req = urllib.request.Request(self.url + path, data=b"" if method == "POST" else None, method=method)
+    def request(
+        self, method: str, path: str, timeout: float, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, str, bytes]:
+        data = body if body is not None else (b"" if method in ("POST", "PUT") else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.headers.get("content-type", ""), r.read()
@@ -172,7 +177,9 @@ def test_info_lists_every_bundle_with_weights(info):
         assert model["type"] == "segmentation", name
         assert model["dimension"] == 2, name
         assert model["labels"] == {"nucleus": 1}, name
-    assert info["trainers"] == {}
+    assert sorted(info["trainers"]) == BUNDLES
+    assert info["trainers"]["impartial"]["config"]["annotation"] == "scribbles"
+    assert info["trainers"]["supervised_unet"]["config"]["annotation"] == "instances"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
@@ -203,3 +210,80 @@ def test_requests_write_nothing_into_the_bundles(server, info, images):
     tokens = {image_id.split("-")[0] for image_id in images}
     written = [p for p in BUNDLES_DIR.rglob("*") if any(t in p.name for t in tokens)]
     assert written == []
+
+
+# --- training from the viewer (after the inference tests: it may change the served model) --------------------------
+
+TRAIN_TIMEOUT_S = 900
+
+
+def multipart(field: str, filename: str, payload: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_scribbles_saved_from_the_viewer_train_impartial(server, info, images, tmp_path):
+    """The paper's loop over REST: save scribbles for both images, train one epoch, infer again. The candidate is
+    served only if it beats the served model on the held-out image; /infer then returns exactly what
+    ``monai.bundle run inference.json`` gives with the served weights. Nothing is written into the bundle."""
+    from cellseg_monai.annotations import simulate_scribbles
+
+    if "impartial" not in BUNDLES:
+        pytest.skip("impartial ships no weights")
+    shipped = BUNDLES_DIR / "impartial" / "models" / "model.pt"
+    shipped_md5 = md5(shipped)
+    sample_labels = Path(sample_data_dir(), "labels")
+    first, second = sorted(sample_labels.glob("*.tif"))[:2]  # the labels of the two test images (see `images`)
+    for image_id in images:
+        labels = tifffile.imread(second)[:160] if image_id.endswith("grey16") else tifffile.imread(first)
+        scribbles = simulate_scribbles(labels, image_id, seed=0, budget=0.5).astype(np.uint8)
+        payload = iio.imwrite("<bytes>", scribbles, extension=".png")
+        body, ctype = multipart("label", f"{image_id}.png", payload)
+        status, _, reply = server.request("PUT", f"/datastore/label?image={image_id}&tag=final", 60, body, ctype)
+        assert status == 200, f"{image_id}: HTTP {status} {reply[:1000]!r}\n{server.log_tail()}"
+
+    request = json.dumps({"max_epochs": 1, "overrides": {"num_samples": 2}}).encode()
+    status, _, reply = server.request(
+        "POST", "/train/impartial?run_sync=true", TRAIN_TIMEOUT_S, request, "application/json"
+    )
+    assert status == 200, f"HTTP {status} {reply[:2000]!r}\n{server.log_tail()}"
+    text = reply.decode()
+    result = json.loads(text)
+    result = result.get("result", result) if isinstance(result, dict) else result
+    assert isinstance(result, dict) and result.get("bundle") == "impartial", text[:2000]
+    assert result["annotation"] == "scribbles" and result["images"] == 2
+    assert len(result["split"]["train"]) == 1 and len(result["split"]["val"]) == 1
+    new, old = result["candidate"]["val_scribble_f1"], result["served_before"]["val_scribble_f1"]
+    assert 0.0 <= new <= 1.0 and 0.0 <= old <= 1.0
+    assert result["replaced"] == (new > old)
+    assert Path(result["served_before"]["path"]) == shipped  # nothing trained before: the shipped weights
+    served = Path(result["served"])
+    assert served == (Path(result["candidate"]["path"]).parents[3] / "model.pt" if new > old else shipped)
+    assert md5(shipped) == shipped_md5  # the bundle's weights are never written
+
+    image_id = next(iter(images))
+    out = tmp_path / "served"
+    config = BUNDLES_DIR / "impartial" / "configs" / "inference.json"
+    folder = next(iter(images.values())).parent
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir", str(folder)]
+    cmd += ["--output_dir", str(out), "--ckpt_path", str(served)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=BUNDLE_RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, _, body = server.request("POST", f"/infer/impartial?image={image_id}&output=image", INFER_TIMEOUT_S)
+    assert status == 200, body[:2000]
+    np.testing.assert_array_equal(read_label_image(body), tifffile.imread(out / f"{image_id}.tif"))

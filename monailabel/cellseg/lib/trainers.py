@@ -1,0 +1,165 @@
+"""Training of one cellseg-monai bundle through MONAI Label: fine-tune the served weights on the labels that
+annotators saved in the datastore, and serve the result only if it is better.
+
+``POST /train/<bundle>`` (options in the request body, all optional: ``max_epochs`` (10), ``val_fraction`` (0.2),
+``seed`` (0), ``overrides`` (``{config id: value}`` for the bundle's ``train.json``)):
+
+1. the datastore's labelled images become a dataset in the standard layout
+   (:func:`cellseg_monai.annotations.write_training_dataset`) under ``<models_dir>/<bundle>/runs/<time>/dataset``:
+   the saved label is read as the bundle's kind of annotation (:data:`TRAIN_KINDS`): scribbles for ImPartial
+   (0 unlabelled, 1 background, 2.. classes; no outlines needed), instance ids (or a mask, split into its
+   connected components) for the others — for ``partial_maskrcnn`` only the nuclei the annotator outlined;
+2. the bundle's own ``configs/train.json`` runs as a child process (``python -m monai.bundle run``) from the served
+   weights (``--init_ckpt``), with ``val_interval`` 1: its key metric picks the best epoch (ImPartial: pixel F1 on
+   the held-out images' scribbles — what the annotator drew, nothing more);
+3. the candidate and the served weights are both scored on the same held-out images with the bundle's
+   ``evaluate.json`` (its key metric); the candidate replaces the served model (``<models_dir>/<bundle>/model.pt``,
+   written to a temporary name and renamed) only if it scores higher. The bundle's shipped ``models/model.pt`` is
+   never written: it is what is served until a training has done better.
+
+Everything a run writes stays in its run folder (``result.json`` records the scores and the decision); nothing is
+written into the bundle folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from cellseg_monai.annotations import write_training_dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TRAIN_KINDS", "CellSegBundleTrainTask", "served_model_path"]
+
+#: what an annotator saves for each bundle (``instances`` for every bundle not listed)
+TRAIN_KINDS = {"impartial": "scribbles"}
+
+#: config ids a request may not override: the task sets them
+_SET_BY_TASK = {"dataset_dir", "output_dir", "ckpt_dir", "init_ckpt", "bundle_root", "val_interval"}
+
+
+def served_model_path(models_dir: Path, name: str) -> Path:
+    """Where the model a training made better is served from (the shipped weights are served until it exists)."""
+    return models_dir / name / "model.pt"
+
+
+class CellSegBundleTrainTask(TrainTask):
+    """Fine-tune ``bundles/<name>`` on the datastore's labels; serve the result only if it scores higher.
+
+    Args:
+        bundle: the bundle folder.
+        models_dir: where served models and training runs go (``<models_dir>/<name>/``).
+    """
+
+    def __init__(self, bundle: Path, models_dir: Path) -> None:
+        self.bundle = Path(bundle).resolve()
+        self.name = self.bundle.name
+        self.kind = TRAIN_KINDS.get(self.name, "instances")
+        self.models_dir = Path(models_dir)
+        train = json.loads((self.bundle / "configs" / "train.json").read_text())
+        self.key_metric = next(iter(train["validate"]["key_metric"]))
+        super().__init__(
+            f"Fine-tune {self.name} on the saved labels ({self.kind}), from the served weights; the result is served "
+            f"only if its {self.key_metric} on held-out images beats the served model's"
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"max_epochs": 10, "val_fraction": 0.2, "seed": 0, "annotation": self.kind}
+
+    @property
+    def served(self) -> Path:
+        path = served_model_path(self.models_dir, self.name)
+        return path if path.is_file() else self.bundle / "models" / "model.pt"
+
+    def stats(self) -> dict[str, Any]:
+        runs = sorted((self.models_dir / self.name / "runs").glob("*/result.json"))
+        return json.loads(runs[-1].read_text()) if runs else {}
+
+    def _bundle_run(self, configs: list[str], args: list[str], log: Path) -> None:
+        files = [str(self.bundle / "configs" / c) for c in configs]
+        config = files[0] if len(files) == 1 else str(files)
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(self.bundle)]
+        with open(log, "w") as out:
+            proc = subprocess.run([*cmd, *args], stdout=out, stderr=subprocess.STDOUT, cwd=str(log.parent))
+        if proc.returncode:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
+            raise RuntimeError(f"{self.name}: {' '.join(configs)} failed (exit {proc.returncode}), log {log}:\n{tail}")
+
+    def _score(self, weights: Path, dataset: Path, eval_dir: Path) -> float:
+        args = ["--dataset_dir", str(dataset), "--ckpt_path", str(weights), "--eval_dir", str(eval_dir)]
+        args += ["--eval_split", "val"]
+        if self.kind == "scribbles":
+            datalist = "$cellseg_monai.data.load_datalist(@dataset_dir, @eval_split, labels_or='scribble')"
+            args += ["--validate#datalist", datalist]
+        self._bundle_run(["train.json", "evaluate.json"], args, eval_dir.with_name(eval_dir.name + ".log"))
+        with open(eval_dir / "metrics.csv", newline="") as f:
+            values = {row[0]: float(row[1]) for row in csv.reader(f) if len(row) >= 2}
+        if self.key_metric not in values:
+            raise RuntimeError(f"{eval_dir / 'metrics.csv'}: no {self.key_metric}")
+        return values[self.key_metric]
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        max_epochs = int(request.get("max_epochs", 10))
+        overrides = dict(request.get("overrides") or {})
+        refused = sorted(set(overrides) & _SET_BY_TASK)
+        if max_epochs < 1 or refused:
+            raise ValueError(f"max_epochs must be >= 1 (got {max_epochs}); ids set by the task: {refused}")
+        pairs = [(d["image"], d["label"]) for d in datastore.datalist() if d.get("label")]
+        if not pairs:
+            raise ValueError(f"{self.name}: no image of the datastore has a saved label; save one first")
+        run = self.models_dir / self.name / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        while run.exists():
+            run = run.with_name(run.name + "+")
+        run.mkdir(parents=True)
+        dataset = run / "dataset"
+        split = write_training_dataset(
+            pairs, dataset, self.kind, float(request.get("val_fraction", 0.2)), int(request.get("seed", 0))
+        )
+        served = self.served
+        args = ["--dataset_dir", str(dataset), "--output_dir", str(run / "train"), "--ckpt_dir", str(run / "candidate")]
+        args += ["--init_ckpt", str(served), "--train#trainer#max_epochs", str(max_epochs), "--val_interval", "1"]
+        for key, value in overrides.items():
+            args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        started = time.monotonic()
+        logger.info(
+            "%s: training on %d images (%s), from %s; run folder %s", self.name, len(pairs), self.kind, served, run
+        )
+        self._bundle_run(["train.json"], args, run / "train.log")
+        candidate = run / "candidate" / "model.pt"
+        candidate_score = self._score(candidate, dataset, run / "eval-candidate")
+        served_score = self._score(served, dataset, run / "eval-served")
+        replaced = candidate_score > served_score
+        if replaced:
+            target = served_model_path(self.models_dir, self.name)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(candidate, tmp)
+            os.replace(tmp, target)
+        result = {
+            "bundle": self.name,
+            "annotation": self.kind,
+            "images": len(split["train"]) + len(split["val"]),
+            "split": split,
+            "max_epochs": max_epochs,
+            "seconds": round(time.monotonic() - started, 1),
+            "key_metric": self.key_metric,
+            "candidate": {"path": str(candidate), self.key_metric: candidate_score},
+            "served_before": {"path": str(served), self.key_metric: served_score},
+            "replaced": replaced,
+            "served": str(self.served),
+            "run": str(run),
+        }
+        (run / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("%s: %s", self.name, json.dumps(result))
+        return result
