@@ -10,7 +10,9 @@ shipped scores are measured on) once, with the bundle's weights and the lowest c
 each candidate ``t`` the objects with score >= ``t`` (the score each object has in the prediction's CSV) and scores
 them against the ``train`` labels: the ``t`` with the best mean F1@0.5 over images wins (ties: the lower ``t``).
 
-Filtering the objects after prediction is what the network's own threshold does, except for detectors that cap the
+It applies to bundles whose ``--key`` thresholds the very score each object gets in the CSV (partial_maskrcnn,
+lacss); where it does not (sparse_seunet thresholds its objectness before scoring masks), the curve is flat and the
+command refuses to install. Filtering the objects after prediction is what the network's own threshold does, except for detectors that cap the
 objects per image (the cap is reached only in images with more objects than it) and pixels claimed by two masks
 (given to the higher score either way). ``--install`` writes the value to the ``--key`` entry of the bundle's
 ``train.json`` and ``inference.json``; then ``python benchmarks/ship.py <bundle> --reuse`` scores ``val`` again with
@@ -150,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{bundle.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / f"{bundle.name}.md").write_text(_markdown(record))
     print(_markdown(record))
+    if len(set(curve.values())) == 1:
+        print(
+            f"error: F1@0.5 is the same at every {args.key}: the per-object scores in the predictions' CSV are not "
+            f"what {args.key} thresholds in this bundle, so it cannot be tuned this way (nothing installed)",
+            file=sys.stderr,
+        )
+        return 1
     if args.install:
         for path in set_default(bundle.path, args.key, chosen):
             print(f"set {args.key} = {chosen:g} in {path}")
