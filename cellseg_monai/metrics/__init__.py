@@ -49,6 +49,7 @@ from .ranking import (
     coco_precision,
     map_ranked,
 )
+from .uncertainty import foreground_entropy
 from .weak import (
     ForegroundCountMetric,
     PartialF1Metric,
@@ -63,6 +64,7 @@ from .weak import (
 )
 
 __all__ = [
+    "foreground_entropy",
     "COCO_AREA_RANGES",
     "COCO_IOU_THRESHOLDS",
     "COCO_RECALL_THRESHOLDS",

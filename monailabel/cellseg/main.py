@@ -22,6 +22,9 @@ One train task per bundle (``POST /train/<bundle>``, :mod:`lib.trainers`): fine-
 datastore's saved labels — scribbles for ImPartial, instance outlines for the others — and serves the result
 (``<model_dir>/<bundle>/model.pt``) only if it beats the served model on held-out images; infer tasks serve that
 file when it exists, else the bundle's shipped ``models/model.pt`` (reloaded when the file changes).
+
+Active learning (``POST /activelearning/<strategy>``, :mod:`lib.strategies`): ``uncertainty`` proposes the
+unlabelled image a served model is least sure about; ``random`` and ``first`` are MONAI Label's.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import logging
 from pathlib import Path
 
 from lib.infers import CellSegBundleInferTask
+from lib.strategies import Uncertainty
 from lib.trainers import CellSegBundleTrainTask, served_model_path
 from monailabel.config import Settings, settings
 from monailabel.datastore.local import LocalDatastore
@@ -128,4 +132,8 @@ class CellSegApp(MONAILabelApp):
         }
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
+        with_fg = [n for n in ("impartial", "supervised_unet", "canonical_shape") if n in self._infers]
+        if with_fg:
+            strategies["uncertainty"] = Uncertainty(self._infers, default_model=with_fg[0])
+        return strategies

@@ -212,6 +212,28 @@ def test_requests_write_nothing_into_the_bundles(server, info, images):
     assert written == []
 
 
+def test_uncertainty_proposes_the_image_the_model_is_least_sure_about(server, info, images):
+    """Before any label is saved both images are candidates; the proposal is the one whose foreground probability
+    has the highest mean entropy, as /infer reports it for each image."""
+    if "impartial" not in BUNDLES:
+        pytest.skip("impartial ships no weights")
+    assert "uncertainty" in info["strategies"]
+    scores = {}
+    for image_id in images:
+        status, _, body = server.request("POST", f"/infer/impartial?image={image_id}&output=json", INFER_TIMEOUT_S)
+        assert status == 200, body[:2000]
+        scores[image_id] = json.loads(body)["uncertainty"]
+        assert 0.0 < scores[image_id] < 1.0
+    request = json.dumps({"model": "impartial"}).encode()
+    status, _, body = server.request(
+        "POST", "/activelearning/uncertainty", INFER_TIMEOUT_S, request, "application/json"
+    )
+    assert status == 200, f"HTTP {status} {body[:2000]!r}\n{server.log_tail()}"
+    proposal = json.loads(body)
+    assert proposal["id"] == max(scores, key=scores.get), (proposal, scores)
+    assert proposal["weight"] == pytest.approx(scores[proposal["id"]])
+
+
 # --- training from the viewer (after the inference tests: it may change the served model) --------------------------
 
 TRAIN_TIMEOUT_S = 900

@@ -36,6 +36,8 @@ from monai.transforms import Compose
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 
+from cellseg_monai.contract import FG_PROB_KEY
+from cellseg_monai.metrics import foreground_entropy
 from cellseg_monai.transforms import SaveInstancesd
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,9 @@ class InstanceIdsForWriterd:
     """Last post-processing step: ``data[source_key]`` (``(1, H, W)`` or ``(H, W)`` integer-valued instance ids) →
     ``data[output_key]``, an ``(W, H)`` ``uint16`` array (``uint32`` above 65535) for MONAI Label's writer, which
     transposes it back to ``(H, W)``. Also chooses the result file type (``result_extension``: PNG, or TIFF for
-    TIFF inputs and ``uint32`` ids, unless the request names one) and adds the object count to the result JSON."""
+    TIFF inputs and ``uint32`` ids, unless the request names one) and adds the object count to the result JSON —
+    and, for methods with a foreground probability (``fg_prob``), the model's uncertainty about the image
+    (:func:`cellseg_monai.metrics.foreground_entropy`, bits per pixel), which active learning ranks images by."""
 
     def __init__(self, source_key: str, output_key: str = "pred") -> None:
         self.source_key = source_key
@@ -119,6 +123,8 @@ class InstanceIdsForWriterd:
                 "shape": [int(s) for s in labels.shape],
             }
         )
+        if d.get(FG_PROB_KEY) is not None:
+            result["uncertainty"] = foreground_entropy(d[FG_PROB_KEY])
         d["result"] = result
         return d
 
