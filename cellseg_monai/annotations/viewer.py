@@ -9,6 +9,9 @@ kind            the label image the annotator saves                    written t
                 (strokes, a few per image)                             ``labels/`` needed)
 ``instances``   instance ids, 0 background (or unlabelled, for the     ``labels/<id>.tif``; a 0/1 (or 0/255) mask is
                 bundles that learn from a subset of outlined nuclei)   split into its connected components
+``points``      a dot per cell: value 2.. (each connected blob one     ``weak/points/<id>.csv`` (blob centroids, y,x)
+                cell); value 1 is ignored, so scribbles (1             (LACSS; its foreground mask then comes from a
+                background, 2 a stroke in a cell) serve as well        threshold of the image)
 ==============  =====================================================  ============================================
 
 :func:`write_training_dataset` lays the pairs out in the standard layout (:mod:`cellseg_monai.data.layouts`):
@@ -30,12 +33,15 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from cellseg_monai.annotations.points import write_points_csv
 from cellseg_monai.annotations.scribbles import BACKGROUND, read_scribbles
 from cellseg_monai.data.io import DataError, read_labels, write_labels
 
-__all__ = ["SINGLE_VAL_SUFFIX", "VIEWER_KINDS", "viewer_labels", "write_training_dataset"]
+__all__ = ["SINGLE_VAL_SUFFIX", "VIEWER_KINDS", "points_from_viewer", "viewer_labels", "write_training_dataset"]
 
-VIEWER_KINDS = ("scribbles", "instances")
+VIEWER_KINDS = ("scribbles", "instances", "points")
+POINT_VALUE = 2
+"""``points`` labels: each connected blob of values >= 2 is one cell's dot (1, background in scribbles, is ignored)."""
 SINGLE_VAL_SUFFIX = "-val"
 """With a single annotated image, its validation copy is ``<id>-val`` (the same image and annotation)."""
 
@@ -44,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 def viewer_labels(path: str | os.PathLike, kind: str) -> np.ndarray | None:
     """Read one saved label image as ``kind``; None when it holds no annotation (all 0), which is skipped.
+    ``points``: the label image itself (values 0, 1, 2..), checked; :func:`points_from_viewer` reads it.
 
     Raises:
         DataError: naming the file: unreadable, not a label image, or (``scribbles``) values out of range.
@@ -54,12 +61,21 @@ def viewer_labels(path: str | os.PathLike, kind: str) -> np.ndarray | None:
         scribbles = read_scribbles(path)
         return scribbles if np.any(scribbles >= BACKGROUND) else None
     labels = read_labels(path)
+    if kind == "points":
+        return labels if np.any(labels >= POINT_VALUE) else None
     values = np.unique(labels)
     if values.size == 1 and values[0] == 0:
         return None
     if values.size == 2 and values[0] == 0:  # one value: a mask (0/1, 0/255) or one outlined nucleus
         labels, _ = ndimage.label(labels > 0)
     return labels
+
+
+def points_from_viewer(labels: np.ndarray) -> np.ndarray:
+    """``points`` label image → (K, 2) y, x centroids of its dots (connected blobs of values >= 2)."""
+    blobs, k = ndimage.label(labels >= POINT_VALUE)
+    centroids = np.asarray(ndimage.center_of_mass(np.ones_like(blobs), blobs, range(1, k + 1)), np.float64)
+    return centroids.reshape(-1, 2)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -81,7 +97,7 @@ def write_training_dataset(
     Args:
         pairs: image file and the label image saved for it; the image id is the image's file stem.
         out_dir: a new or empty folder.
-        kind: ``"scribbles"`` or ``"instances"`` (see the module docstring).
+        kind: ``"scribbles"``, ``"instances"`` or ``"points"`` (see the module docstring).
         val_fraction: fraction of the annotated images held out for validation (at least one).
         seed: seed of the split.
 
@@ -111,16 +127,15 @@ def write_training_dataset(
     if not annotated:
         raise DataError(f"none of the {len(pairs)} saved labels holds an annotation (all are 0)")
     (out / "images").mkdir(parents=True, exist_ok=True)
-    target = out / ("weak/scribbles" if kind == "scribbles" else "labels")
     for image_id, (image, values) in annotated.items():
         _link_or_copy(image, out / "images" / f"{image_id}{image.suffix}")
-        write_labels(target / f"{image_id}.tif", values)
+        _write_annotation(out, image_id, kind, values)
     ids = sorted(annotated)
     if len(ids) == 1:  # validate on the one image too, under its own id (an id is in one split only)
         (only,) = ids
         image, values = annotated[only]
         _link_or_copy(image, out / "images" / f"{only}{SINGLE_VAL_SUFFIX}{image.suffix}")
-        write_labels(target / f"{only}{SINGLE_VAL_SUFFIX}.tif", values)
+        _write_annotation(out, f"{only}{SINGLE_VAL_SUFFIX}", kind, values)
         split = {"train": ids, "val": [f"{only}{SINGLE_VAL_SUFFIX}"]}
     else:
         order = np.random.default_rng(seed).permutation(len(ids))
@@ -129,6 +144,15 @@ def write_training_dataset(
         split = {"train": [i for i in ids if i not in val], "val": val}
     (out / "split.json").write_text(json.dumps(split, indent=2) + "\n")
     return split
+
+
+def _write_annotation(out: Path, image_id: str, kind: str, values: np.ndarray) -> None:
+    if kind == "scribbles":
+        write_labels(out / "weak" / "scribbles" / f"{image_id}.tif", values)
+    elif kind == "instances":
+        write_labels(out / "labels" / f"{image_id}.tif", values)
+    else:
+        write_points_csv(out / "weak" / "points" / f"{image_id}.csv", points_from_viewer(values))
 
 
 def _image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -175,6 +175,10 @@ def _select_split(root: Path, all_ids: list[str], split: str, val_fraction: floa
     return split_ids(pool, val_fraction=val_fraction, seed=seed)[split]
 
 
+LABELS_OR = (None, "scribble", "points")
+"""What ``load_datalist(labels_or=...)`` accepts in place of an image's labels."""
+
+
 def load_datalist(
     dataset_dir: str | os.PathLike,
     split: str = "train",
@@ -193,9 +197,10 @@ def load_datalist(
         require_labels: raise when an image of the split has no label.
         val_fraction: fraction of ids in "val" when the split is derived.
         seed: seed of the derived split.
-        labels_or: ``"scribble"``: with ``require_labels``, an image may have user scribbles
-            (``weak/scribbles/<id>.*``) instead of labels — a bundle that learns from scribbles trains and validates
-            on what a user drew, with no full labels at all (metrics that need labels skip such images).
+        labels_or: with ``require_labels``, an image may have user-made weak labels instead of labels:
+            ``"scribble"`` (``weak/scribbles/<id>.*``, ImPartial) or ``"points"`` (``weak/points/<id>.csv``, LACSS
+            with ``points_source`` "files") — a bundle then trains and validates on what a user drew, with no full
+            labels at all (metrics that need labels skip such images).
 
     Returns:
         Dicts ``{"image": path, "id": stem, "label": path (when present), "scribble": path (when
@@ -207,8 +212,8 @@ def load_datalist(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if labels_or not in (None, "scribble"):
-        raise ValueError(f"labels_or must be None or 'scribble', got {labels_or!r}")
+    if labels_or not in LABELS_OR:
+        raise ValueError(f"labels_or must be one of {LABELS_OR}, got {labels_or!r}")
     root = Path(dataset_dir)
     layout = detect_layout(root)
     entries = {"standard": _standard_entries, "dsb2018": _dsb_entries, "cellpose": _cellpose_entries}[layout](root)
@@ -223,9 +228,16 @@ def load_datalist(
         entry = dict(entries[sid])
         if sid in scribbles:
             entry["scribble"] = str(scribbles[sid])
-        if require_labels and "label" not in entry and not (labels_or == "scribble" and "scribble" in entry):
+        weak_instead = (labels_or == "scribble" and "scribble" in entry) or (
+            labels_or == "points" and (root / "weak" / "points" / f"{sid}.csv").is_file()
+        )
+        if require_labels and "label" not in entry and not weak_instead:
             where = {"standard": "labels/<id>.*", "dsb2018": "<id>/masks/", "cellpose": "<name>_masks.<ext>"}[layout]
-            instead = " or scribbles (weak/scribbles/<id>.*)" if labels_or == "scribble" else ""
+            instead = {
+                "scribble": " or scribbles (weak/scribbles/<id>.*)",
+                "points": " or points (weak/points/<id>.csv)",
+            }
+            instead = instead.get(labels_or, "")
             raise DataError(f"{entry['image']}: image {sid!r} has no label ({where}){instead} and labels are required")
         out.append(entry)
     n_user = sum("scribble" in e for e in out)

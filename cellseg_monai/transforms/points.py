@@ -292,6 +292,11 @@ class MakePointsd(MapTransform):
             self.inner = LoadPointsd(points_key, image_key, dataset_dir)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        if self.source == "simulate" and self.keys[0] not in data:
+            raise DataError(
+                f"{data.get('image', data.get('id'))}: no labels to simulate points from; for an image with "
+                "weak/points/<id>.csv only, train with --points_source files"
+            )
         return self.inner(data)
 
 

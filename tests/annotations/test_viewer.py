@@ -49,7 +49,7 @@ def test_scribbles_are_kept_as_drawn_and_bad_values_named(tmp_path):
     with pytest.raises(DataError, match=r"colour\.png: scribble image has colour channels"):
         viewer_labels(tmp_path / "colour.png", "scribbles")
     with pytest.raises(ValueError, match="kind must be one of"):
-        viewer_labels(tmp_path / "colour.png", "points")
+        viewer_labels(tmp_path / "colour.png", "masks")
 
 
 def test_dataset_of_scribbles_loads_without_labels(tmp_path):
@@ -90,3 +90,24 @@ def test_one_image_is_train_and_val_and_bad_pairs_are_named(tmp_path):
         write_training_dataset([(image, tmp_path / "small_label.png")], tmp_path / "bad", "instances")
     with pytest.raises(DataError, match="none of the 1 saved labels holds an annotation"):
         write_training_dataset([_pair(tmp_path, "z", np.zeros((20, 24)))], tmp_path / "none", "instances")
+
+
+def test_points_become_a_points_csv(tmp_path):
+    from cellseg_monai.annotations import read_points_csv
+
+    drawn = np.zeros((20, 24), np.uint8)
+    drawn[3:5, 4:6] = 2  # a 2x2 dot: centroid (3.5, 4.5)
+    drawn[12, 17] = 3  # a one-pixel dot, another value
+    scribbled = drawn.copy()
+    scribbled[0, :] = 1  # a background stroke of a scribble image: ignored
+    pairs = [_pair(tmp_path, "dots", drawn), _pair(tmp_path, "scribbled", scribbled)]
+    split = write_training_dataset(pairs, tmp_path / "ds", "points", val_fraction=0.5)
+    assert sorted(split["train"] + split["val"]) == ["dots", "scribbled"]
+    for image_id in ("dots", "scribbled"):
+        pts = read_points_csv(tmp_path / "ds" / "weak" / "points" / f"{image_id}.csv", (20, 24))
+        np.testing.assert_allclose(pts, [[3.5, 4.5], [12.0, 17.0]])
+    assert not (tmp_path / "ds" / "labels").exists() and not (tmp_path / "ds" / "weak" / "masks").exists()
+    assert len(load_datalist(tmp_path / "ds", "all", labels_or="points")) == 2
+    only_background = np.zeros((20, 24), np.uint8)
+    only_background[2:8, 2:8] = 1
+    assert viewer_labels(_pair(tmp_path, "nodots", only_background)[1], "points") is None

@@ -38,3 +38,36 @@ def test_full_supervision_with_detected_points_trains(disc_dataset, tmp_path):
         *SPECS["lacss"].small,
     )
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_trains_and_validates_on_points_alone(disc_dataset, tmp_path):
+    """One dot per cell and no outline (weak/points/<id>.csv, the mask from a threshold): the key metric is the
+    point F1 on the held-out images' dots, label metrics are NaN."""
+    import shutil
+
+    import numpy as np
+    import tifffile
+    from scipy import ndimage
+
+    from cellseg_monai.annotations import write_points_csv
+
+    data = tmp_path / "dotted"
+    shutil.copytree(disc_dataset / "images", data / "images")
+    shutil.copy(disc_dataset / "split.json", data / "split.json")
+    for path in sorted((disc_dataset / "labels").glob("*.tif")):
+        labels = tifffile.imread(path)
+        ids = [k for k in np.unique(labels) if k]
+        centres = np.asarray(ndimage.center_of_mass(labels > 0, labels, ids))
+        write_points_csv(data / "weak" / "points" / f"{path.stem}.csv", np.round(centres))
+    proc = bundle_run(
+        BUNDLE,
+        ["train.json"],
+        *["--dataset_dir", str(data), "--output_dir", str(tmp_path / "train"), "--ckpt_dir", str(tmp_path / "m")],
+        *["--points_source", "files", "--mask_source", "threshold", "--train#trainer#max_epochs", "1"],
+        *["--val_interval", "1", "--num_samples", "2", "--patch_size", "[64, 64]"],
+        *SPECS["lacss"].small,
+    )
+    assert (tmp_path / "m" / "model.pt").is_file() and not (data / "labels").exists()
+    out = proc.stdout + proc.stderr
+    assert "val_point_f1" in out and "val_f1@0.5: nan" in out, out[-3000:]

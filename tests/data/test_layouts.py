@@ -105,8 +105,17 @@ def test_scribbles_can_stand_in_for_labels(tmp_path):
     assert set(dl) == {"img00", "img01", "img02"} and "label" not in dl["img01"] and "scribble" in dl["img01"]
     with pytest.raises(DataError, match=r"img01\.tif: image 'img01' has no label \(labels/<id>\.\*\) and labels"):
         load_datalist(root, "all")  # without labels_or, labels stay required
-    with pytest.raises(ValueError, match="labels_or must be None or 'scribble'"):
+    with pytest.raises(ValueError, match="labels_or must be one of"):
+        load_datalist(root, "all", labels_or="masks")
+
+
+def test_points_can_stand_in_for_labels(tmp_path):
+    root = make_standard(tmp_path / "ds", IDS[:2], labelled=["img00"])
+    with pytest.raises(DataError, match=r"img01\.tif: image 'img01' has no label .* or points \(weak/points/<id>\.csv"):
         load_datalist(root, "all", labels_or="points")
+    (root / "weak" / "points").mkdir(parents=True)
+    (root / "weak" / "points" / "img01.csv").write_text("y,x\n3,4\n")
+    assert [d["id"] for d in load_datalist(root, "all", labels_or="points")] == ["img00", "img01"]
 
 
 def test_dsb_layout(tmp_path):

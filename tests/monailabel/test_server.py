@@ -309,3 +309,27 @@ def test_scribbles_saved_from_the_viewer_train_impartial(server, info, images, t
     status, _, body = server.request("POST", f"/infer/impartial?image={image_id}&output=image", INFER_TIMEOUT_S)
     assert status == 200, body[:2000]
     np.testing.assert_array_equal(read_label_image(body), tifffile.imread(out / f"{image_id}.tif"))
+
+
+def test_the_same_scribbles_train_lacss_as_one_dot_per_stroke(server, info, images):
+    """LACSS reads a saved label as dots (each blob of values >= 2 one cell; 1 ignored): the scribbles saved by the
+    test above serve it too. The result reports the point F1 of both models; the bundle's weights are untouched."""
+    if "lacss" not in BUNDLES:
+        pytest.skip("lacss ships no weights")
+    shipped = BUNDLES_DIR / "lacss" / "models" / "model.pt"
+    shipped_md5 = md5(shipped)
+    request = json.dumps({"max_epochs": 1, "overrides": {"num_samples": 2}}).encode()
+    status, _, reply = server.request(
+        "POST", "/train/lacss?run_sync=true", TRAIN_TIMEOUT_S, request, "application/json"
+    )
+    assert status == 200, f"HTTP {status} {reply[:2000]!r}\n{server.log_tail()}"
+    result = json.loads(reply)
+    result = result.get("result", result)
+    assert result["annotation"] == "points" and result["images"] == 2, result
+    run = Path(result["run"])
+    assert sorted(p.name for p in (run / "dataset" / "weak" / "points").glob("*.csv")) == sorted(
+        f"{i}.csv" for i in images
+    )
+    new, old = result["candidate"]["val_point_f1"], result["served_before"]["val_point_f1"]
+    assert 0.0 <= new <= 1.0 and 0.0 <= old <= 1.0 and result["replaced"] == (new > old)
+    assert md5(shipped) == shipped_md5

@@ -7,8 +7,9 @@ annotators saved in the datastore, and serve the result only if it is better.
 1. the datastore's labelled images become a dataset in the standard layout
    (:func:`cellseg_monai.annotations.write_training_dataset`) under ``<models_dir>/<bundle>/runs/<time>/dataset``:
    the saved label is read as the bundle's kind of annotation (:data:`TRAIN_KINDS`): scribbles for ImPartial
-   (0 unlabelled, 1 background, 2.. classes; no outlines needed), instance ids (or a mask, split into its
-   connected components) for the others — for ``partial_maskrcnn`` only the nuclei the annotator outlined;
+   (0 unlabelled, 1 background, 2.. classes; no outlines needed), a dot per cell for LACSS (values 2..; 1 is
+   ignored, so a scribble image serves too; the foreground mask is a threshold of the image), instance ids (or a mask, split
+   into its connected components) for the others — for ``partial_maskrcnn`` only the nuclei the annotator outlined;
 2. the bundle's own ``configs/train.json`` runs as a child process (``python -m monai.bundle run``) from the served
    weights (``--init_ckpt``), with ``val_interval`` 1: its key metric picks the best epoch (ImPartial: pixel F1 on
    the held-out images' scribbles — what the annotator drew, nothing more);
@@ -44,10 +45,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["TRAIN_KINDS", "CellSegBundleTrainTask", "served_model_path"]
 
 #: what an annotator saves for each bundle (``instances`` for every bundle not listed)
-TRAIN_KINDS = {"impartial": "scribbles"}
+TRAIN_KINDS = {"impartial": "scribbles", "lacss": "points"}
 
 #: config ids a request may not override: the task sets them
 _SET_BY_TASK = {"dataset_dir", "output_dir", "ckpt_dir", "init_ckpt", "bundle_root", "val_interval"}
+#: how each kind's dataset is read: load_datalist's ``labels_or``
+_LABELS_OR = {"scribbles": "scribble", "points": "points"}
 
 
 def served_model_path(models_dir: Path, name: str) -> Path:
@@ -97,11 +100,19 @@ class CellSegBundleTrainTask(TrainTask):
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
             raise RuntimeError(f"{self.name}: {' '.join(configs)} failed (exit {proc.returncode}), log {log}:\n{tail}")
 
+    def _reading(self, dataset: Path) -> list[str]:
+        """Overrides that make the bundle read the dataset's kind of annotation."""
+        if self.kind != "points":
+            return []
+        return ["--points_source", "files", "--mask_source", "threshold"]
+
     def _score(self, weights: Path, dataset: Path, eval_dir: Path) -> float:
         args = ["--dataset_dir", str(dataset), "--ckpt_path", str(weights), "--eval_dir", str(eval_dir)]
-        args += ["--eval_split", "val"]
-        if self.kind == "scribbles":
-            datalist = "$cellseg_monai.data.load_datalist(@dataset_dir, @eval_split, labels_or='scribble')"
+        args += ["--eval_split", "val", *self._reading(dataset)]
+        if self.kind in _LABELS_OR:
+            datalist = (
+                f"$cellseg_monai.data.load_datalist(@dataset_dir, @eval_split, labels_or='{_LABELS_OR[self.kind]}')"
+            )
             args += ["--validate#datalist", datalist]
         self._bundle_run(["train.json", "evaluate.json"], args, eval_dir.with_name(eval_dir.name + ".log"))
         with open(eval_dir / "metrics.csv", newline="") as f:
@@ -130,6 +141,7 @@ class CellSegBundleTrainTask(TrainTask):
         served = self.served
         args = ["--dataset_dir", str(dataset), "--output_dir", str(run / "train"), "--ckpt_dir", str(run / "candidate")]
         args += ["--init_ckpt", str(served), "--train#trainer#max_epochs", str(max_epochs), "--val_interval", "1"]
+        args += self._reading(dataset)
         for key, value in overrides.items():
             args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
         started = time.monotonic()
