@@ -304,3 +304,21 @@ def test_inference_outputs_carry_the_contract_keys(bundle, tmp_path):
     assert ("attributes" in out) == bool(attributes)
     if attributes:
         assert out["attributes"].shape == (len(attributes), h, w)
+
+
+#: bundles whose DDP wrapper must look for parameters a training step may leave unused (set in their
+#: multi_gpu_train.json; the only difference the copies may have)
+FIND_UNUSED = {"lacss", "partial_maskrcnn"}
+
+
+def test_logging_and_multi_gpu_configs_are_the_same_in_every_bundle():
+    """Each bundle keeps its own copy (the zoo needs self-contained bundles); the copies may not drift apart."""
+    logging_confs = {b.name: (b / "configs" / "logging.conf").read_text() for b in BUNDLES}
+    assert len(set(logging_confs.values())) == 1, sorted(logging_confs)
+    multi = {}
+    for b in BUNDLES:
+        config = json.loads((b / "configs" / "multi_gpu_train.json").read_text())
+        assert config["network"].pop("find_unused_parameters", False) is (b.name in FIND_UNUSED), b.name
+        multi[b.name] = config
+    first = next(iter(multi.values()))
+    assert all(config == first for config in multi.values()), [n for n, c in multi.items() if c != first]
