@@ -72,10 +72,18 @@ def viewer_labels(path: str | os.PathLike, kind: str) -> np.ndarray | None:
 
 
 def points_from_viewer(labels: np.ndarray) -> np.ndarray:
-    """``points`` label image → (K, 2) y, x centroids of its dots (connected blobs of values >= 2)."""
+    """``points`` label image → (K, 2) y, x: for each dot (connected blob of values >= 2), its pixel nearest the
+    blob's centroid (a curved stroke's centroid may lie outside the stroke, even outside the cell)."""
     blobs, k = ndimage.label(labels >= POINT_VALUE)
+    if k == 0:
+        return np.zeros((0, 2), np.float64)
     centroids = np.asarray(ndimage.center_of_mass(np.ones_like(blobs), blobs, range(1, k + 1)), np.float64)
-    return centroids.reshape(-1, 2)
+    ys, xs = np.nonzero(blobs)
+    ids = blobs[ys, xs] - 1
+    dist = (ys - centroids[ids, 0]) ** 2 + (xs - centroids[ids, 1]) ** 2
+    order = np.lexsort((dist, ids))  # by blob, nearest first
+    first = order[np.r_[0, np.flatnonzero(np.diff(ids[order])) + 1]]
+    return np.stack([ys[first], xs[first]], axis=1).astype(np.float64)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import ignite.distributed as idist
 from ignite.engine import Engine
 from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.utils import MetricReduction
@@ -30,6 +31,11 @@ class _LabelledImagesOnly(IgniteMetricHandler):
     value is NaN when no image of the run had labels (the weak-label key metric then selects the model)."""
 
     label_key = "label"
+    _labelled = 0  # labelled images this process has scored since the last reset
+
+    def reset(self) -> None:
+        super().reset()
+        self._labelled = 0
 
     def iteration_completed(self, engine: Engine) -> None:
         output = engine.state.output
@@ -40,13 +46,15 @@ class _LabelledImagesOnly(IgniteMetricHandler):
         if labelled is None or (isinstance(labelled, list) and not labelled):
             return
         engine.state.output = labelled  # Ignite's own update path, on the labelled images only
+        self._labelled += len(labelled) if isinstance(labelled, list) else 1
         try:
             super().iteration_completed(engine)
         finally:
             engine.state.output = output
 
     def compute(self) -> Any:
-        if self.metric_fn.get_buffer() is None:
+        # every process must agree before MONAI's buffer sync, which all processes with data join (multi-GPU)
+        if int(idist.all_reduce(self._labelled)) == 0:
             self._is_reduced = True
             if self._engine is not None and self._name is not None:  # no per-image values to save (MetricsSaver)
                 getattr(self._engine.state, "metric_details", {}).pop(self._name, None)

@@ -113,11 +113,11 @@ class CellSegApp(MONAILabelApp):
             if not (path / "models" / "model.pt").is_file():
                 logger.warning(f"--- Bundle {name}: no models/model.pt yet, not served")
                 continue
-            task = CellSegBundleInferTask(str(path), self.conf, label_name=self.label_name)
+            served = str(served_model_path(self.models_dir, name))
+            task = CellSegBundleInferTask(str(path), self.conf, label_name=self.label_name, served=served)
             if not task.is_valid():
                 logger.warning(f"--- Bundle {name}: MONAI Label cannot load it, not served")
                 continue
-            task.path = [str(path / "models" / "model.pt"), str(served_model_path(self.models_dir, name))]
             logger.info(f"+++ Adding Inferer:: {name} => {path}")
             infers[name] = task
         if not infers:
@@ -133,7 +133,8 @@ class CellSegApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
-        with_fg = [n for n in ("impartial", "supervised_unet", "canonical_shape") if n in self._infers]
+        # bundles with a foreground probability (canonical_shape's fg_prob is its 0/1 instance mask)
+        with_fg = [n for n in ("impartial", "supervised_unet") if n in self._infers]
         if with_fg:
             strategies["uncertainty"] = Uncertainty(self._infers, default_model=with_fg[0])
         return strategies

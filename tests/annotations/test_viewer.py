@@ -96,8 +96,10 @@ def test_points_become_a_points_csv(tmp_path):
     from cellseg_monai.annotations import read_points_csv
 
     drawn = np.zeros((20, 24), np.uint8)
-    drawn[3:5, 4:6] = 2  # a 2x2 dot: centroid (3.5, 4.5)
+    drawn[3:5, 4:6] = 2  # a 2x2 dot: centroid (3.5, 4.5), its first nearest pixel (3, 4)
     drawn[12, 17] = 3  # a one-pixel dot, another value
+    drawn[15:18, 2] = 2  # an L-shaped stroke: centroid (16.4, 2.6) lies off it; nearest on it (16, 2), tied (17, 3)
+    drawn[17, 3:5] = 2
     scribbled = drawn.copy()
     scribbled[0, :] = 1  # a background stroke of a scribble image: ignored
     pairs = [_pair(tmp_path, "dots", drawn), _pair(tmp_path, "scribbled", scribbled)]
@@ -105,7 +107,7 @@ def test_points_become_a_points_csv(tmp_path):
     assert sorted(split["train"] + split["val"]) == ["dots", "scribbled"]
     for image_id in ("dots", "scribbled"):
         pts = read_points_csv(tmp_path / "ds" / "weak" / "points" / f"{image_id}.csv", (20, 24))
-        np.testing.assert_allclose(pts, [[3.5, 4.5], [12.0, 17.0]])
+        np.testing.assert_allclose(pts, [[3.0, 4.0], [12.0, 17.0], [16.0, 2.0]])
     assert not (tmp_path / "ds" / "labels").exists() and not (tmp_path / "ds" / "weak" / "masks").exists()
     assert len(load_datalist(tmp_path / "ds", "all", labels_or="points")) == 2
     only_background = np.zeros((20, 24), np.uint8)

@@ -76,6 +76,7 @@ class Server:
 
     def __init__(self, venv: Path, studies: Path, log: Path):
         self.port = free_port()
+        self.studies = studies
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {**os.environ, "CELLSEG_MONAILABEL_VENV": str(venv), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -333,3 +334,35 @@ def test_the_same_scribbles_train_lacss_as_one_dot_per_stroke(server, info, imag
     new, old = result["candidate"]["val_point_f1"], result["served_before"]["val_point_f1"]
     assert 0.0 <= new <= 1.0 and 0.0 <= old <= 1.0 and result["replaced"] == (new > old)
     assert md5(shipped) == shipped_md5
+
+
+def test_infer_serves_the_model_a_training_made_better(server, info, images, bundle_outputs, tmp_path):
+    """Whatever the trainings above decided: once ``<images>/.cellseg/models/impartial/model.pt`` exists (here a
+    perturbed copy of the shipped weights, so that its labels differ), /infer uses it, not the shipped file."""
+    import torch
+
+    if "impartial" not in BUNDLES:
+        pytest.skip("impartial ships no weights")
+    served = Path(server.studies) / ".cellseg" / "models" / "impartial" / "model.pt"
+    state = torch.load(BUNDLES_DIR / "impartial" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    for value in state.values():
+        if value.is_floating_point() and value.numel() > 1:
+            value.add_(0.3 * value.std() * torch.randn(value.shape, generator=generator))
+    served.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, served.with_suffix(".tmp"))
+    os.replace(served.with_suffix(".tmp"), served)
+
+    folder = next(iter(images.values())).parent
+    config = BUNDLES_DIR / "impartial" / "configs" / "inference.json"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir", str(folder)]
+    cmd += ["--output_dir", str(tmp_path / "served"), "--ckpt_path", str(served)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=BUNDLE_RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    image_id = next(iter(images))
+    want = tifffile.imread(tmp_path / "served" / f"{image_id}.tif")
+    assert not np.array_equal(want, tifffile.imread(bundle_outputs["impartial"] / f"{image_id}.tif"))
+    status, _, body = server.request("POST", f"/infer/impartial?image={image_id}&output=image", INFER_TIMEOUT_S)
+    assert status == 200, body[:2000]
+    np.testing.assert_array_equal(read_label_image(body), want)

@@ -123,8 +123,9 @@ class InstanceIdsForWriterd:
                 "shape": [int(s) for s in labels.shape],
             }
         )
-        if d.get(FG_PROB_KEY) is not None:
-            result["uncertainty"] = foreground_entropy(d[FG_PROB_KEY])
+        fg = d.get(FG_PROB_KEY)
+        if fg is not None and bool(((fg > 0) & (fg < 1)).any()):  # a probability, not a 0/1 mask
+            result["uncertainty"] = foreground_entropy(fg)
         d["result"] = result
         return d
 
@@ -136,9 +137,13 @@ class CellSegBundleInferTask(BundleInferTask):
         path: the bundle folder.
         conf: the app's ``--conf`` options (``preload``).
         label_name: the name of the objects, shown by viewers (``/info`` labels and the result's ``label_names``).
+        served: weights that replace the shipped ``models/model.pt`` once the file exists (a training made them);
+            MONAI Label reloads the network when the file in use changes.
     """
 
-    def __init__(self, path: str, conf: dict[str, str], label_name: str = "nucleus", **kwargs):
+    def __init__(
+        self, path: str, conf: dict[str, str], label_name: str = "nucleus", served: str | None = None, **kwargs
+    ):
         path = os.path.abspath(path)
         name = os.path.basename(path)
         with open(os.path.join(path, "configs", "metadata.json")) as f:
@@ -164,6 +169,11 @@ class CellSegBundleInferTask(BundleInferTask):
         # the saver never runs (post_transforms drops it); were one to run, it would write here, not in the bundle
         self.output_dir = os.path.join(tempfile.gettempdir(), "cellseg-monailabel", name)
         self.bundle_config["output_dir"] = self.output_dir
+        if served:
+            # get_path() takes the last existing path; MONAI Label's "model_filename" option would instead always
+            # load models/<file> next to the first path (the shipped weights), so it is not offered
+            self.path = [os.path.join(path, "models", "model.pt"), served]
+            self._config.pop("model_filename", None)
 
     def post_transforms(self, data=None):
         post = super().post_transforms(data)

@@ -8,15 +8,19 @@ annotators saved in the datastore, and serve the result only if it is better.
    (:func:`cellseg_monai.annotations.write_training_dataset`) under ``<models_dir>/<bundle>/runs/<time>/dataset``:
    the saved label is read as the bundle's kind of annotation (:data:`TRAIN_KINDS`): scribbles for ImPartial
    (0 unlabelled, 1 background, 2.. classes; no outlines needed), a dot per cell for LACSS (values 2..; 1 is
-   ignored, so a scribble image serves too; the foreground mask is a threshold of the image), instance ids (or a mask, split
-   into its connected components) for the others — for ``partial_maskrcnn`` only the nuclei the annotator outlined;
+   ignored, so a scribble image serves too; the foreground mask is a threshold of the image), instance ids (or a
+   mask, split into its connected components) for the others — for ``partial_maskrcnn`` only the nuclei the
+   annotator outlined, all of them (``annotation_budget`` 1.0);
 2. the bundle's own ``configs/train.json`` runs as a child process (``python -m monai.bundle run``) from the served
    weights (``--init_ckpt``), with ``val_interval`` 1: its key metric picks the best epoch (ImPartial: pixel F1 on
-   the held-out images' scribbles — what the annotator drew, nothing more);
+   the held-out images' scribbles — what the annotator drew, nothing more); ``overrides`` may not change the
+   network (the served weights must load) nor what the task sets;
 3. the candidate and the served weights are both scored on the same held-out images with the bundle's
-   ``evaluate.json`` (its key metric); the candidate replaces the served model (``<models_dir>/<bundle>/model.pt``,
-   written to a temporary name and renamed) only if it scores higher. The bundle's shipped ``models/model.pt`` is
-   never written: it is what is served until a training has done better.
+   ``evaluate.json`` (its key metric, the same overrides); the candidate replaces the served model
+   (``<models_dir>/<bundle>/model.pt``, written to a temporary name and renamed) only if it scores higher. With a
+   single labelled image there is nothing to hold out: both are scored on that image (``"held_out": false`` in the
+   reply), so "higher" means "fits the annotation better". The bundle's shipped ``models/model.pt`` is never
+   written: it is what is served until a training has done better. One training per bundle runs at a time.
 
 Everything a run writes stays in its run folder (``result.json`` records the scores and the decision); nothing is
 written into the bundle folders.
@@ -24,9 +28,12 @@ written into the bundle folders.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -39,6 +46,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from cellseg_monai.annotations import write_training_dataset
+from cellseg_monai.annotations.viewer import SINGLE_VAL_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +56,16 @@ __all__ = ["TRAIN_KINDS", "CellSegBundleTrainTask", "served_model_path"]
 TRAIN_KINDS = {"impartial": "scribbles", "lacss": "points"}
 
 #: config ids a request may not override: the task sets them
-_SET_BY_TASK = {"dataset_dir", "output_dir", "ckpt_dir", "init_ckpt", "bundle_root", "val_interval"}
+_SET_BY_TASK = {
+    "dataset_dir",
+    "output_dir",
+    "ckpt_dir",
+    "init_ckpt",
+    "bundle_root",
+    "val_interval",
+    "train#trainer#max_epochs",
+    "annotation_budget",
+}
 #: how each kind's dataset is read: load_datalist's ``labels_or``
 _LABELS_OR = {"scribbles": "scribble", "points": "points"}
 
@@ -73,6 +90,8 @@ class CellSegBundleTrainTask(TrainTask):
         self.models_dir = Path(models_dir)
         train = json.loads((self.bundle / "configs" / "train.json").read_text())
         self.key_metric = next(iter(train["validate"]["key_metric"]))
+        # the outlines a user saved are all meant: a bundle that keeps a fraction of simulated ones keeps them all
+        self.full_budget = self.kind == "instances" and "annotation_budget" in train
         super().__init__(
             f"Fine-tune {self.name} on the saved labels ({self.kind}), from the served weights; the result is served "
             f"only if its {self.key_metric} on held-out images beats the served model's"
@@ -100,15 +119,16 @@ class CellSegBundleTrainTask(TrainTask):
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
             raise RuntimeError(f"{self.name}: {' '.join(configs)} failed (exit {proc.returncode}), log {log}:\n{tail}")
 
-    def _reading(self, dataset: Path) -> list[str]:
-        """Overrides that make the bundle read the dataset's kind of annotation."""
-        if self.kind != "points":
-            return []
-        return ["--points_source", "files", "--mask_source", "threshold"]
+    def _reading(self) -> list[str]:
+        """Overrides that make the bundle read the dataset's kind of annotation, all of it."""
+        if self.kind == "points":
+            return ["--points_source", "files", "--mask_source", "threshold"]
+        return ["--annotation_budget", "1.0"] if self.full_budget else []
 
-    def _score(self, weights: Path, dataset: Path, eval_dir: Path) -> float:
+    def _score(self, weights: Path, dataset: Path, eval_dir: Path, extra: list[str]) -> float | None:
+        """The key metric of ``weights`` on the dataset's ``val`` images; None when it is not a number."""
         args = ["--dataset_dir", str(dataset), "--ckpt_path", str(weights), "--eval_dir", str(eval_dir)]
-        args += ["--eval_split", "val", *self._reading(dataset)]
+        args += ["--eval_split", "val", *self._reading(), *extra]
         if self.kind in _LABELS_OR:
             datalist = (
                 f"$cellseg_monai.data.load_datalist(@dataset_dir, @eval_split, labels_or='{_LABELS_OR[self.kind]}')"
@@ -119,21 +139,57 @@ class CellSegBundleTrainTask(TrainTask):
             values = {row[0]: float(row[1]) for row in csv.reader(f) if len(row) >= 2}
         if self.key_metric not in values:
             raise RuntimeError(f"{eval_dir / 'metrics.csv'}: no {self.key_metric}")
-        return values[self.key_metric]
+        value = values[self.key_metric]
+        return None if math.isnan(value) else value
+
+    @contextlib.contextmanager
+    def _one_training(self):
+        """One training per bundle at a time: a second request is refused while one runs (its comparison with the
+        served model and the replacement would race)."""
+        lock = self.models_dir / self.name / ".train.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"{self.name}: a training is running already; wait for it to finish") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _new_run_folder(self) -> Path:
+        runs = self.models_dir / self.name / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            run = runs / (stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                run.mkdir()
+                return run
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"{runs}: cannot make a new run folder")
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         max_epochs = int(request.get("max_epochs", 10))
         overrides = dict(request.get("overrides") or {})
-        refused = sorted(set(overrides) & _SET_BY_TASK)
+        refused = sorted(k for k in overrides if k in _SET_BY_TASK or "network" in k)
         if max_epochs < 1 or refused:
-            raise ValueError(f"max_epochs must be >= 1 (got {max_epochs}); ids set by the task: {refused}")
+            raise ValueError(
+                f"max_epochs must be >= 1 (got {max_epochs}); overrides the task sets or that change the network "
+                f"(the served weights must load): {refused}"
+            )
         pairs = [(d["image"], d["label"]) for d in datastore.datalist() if d.get("label")]
         if not pairs:
             raise ValueError(f"{self.name}: no image of the datastore has a saved label; save one first")
-        run = self.models_dir / self.name / "runs" / time.strftime("%Y%m%d-%H%M%S")
-        while run.exists():
-            run = run.with_name(run.name + "+")
-        run.mkdir(parents=True)
+        with self._one_training():
+            return self._train(request, pairs, max_epochs, overrides)
+
+    def _train(
+        self, request: dict[str, Any], pairs: list[tuple[str, str]], max_epochs: int, overrides: dict[str, Any]
+    ) -> dict[str, Any]:
+        run = self._new_run_folder()
         dataset = run / "dataset"
         split = write_training_dataset(
             pairs, dataset, self.kind, float(request.get("val_fraction", 0.2)), int(request.get("seed", 0))
@@ -141,18 +197,22 @@ class CellSegBundleTrainTask(TrainTask):
         served = self.served
         args = ["--dataset_dir", str(dataset), "--output_dir", str(run / "train"), "--ckpt_dir", str(run / "candidate")]
         args += ["--init_ckpt", str(served), "--train#trainer#max_epochs", str(max_epochs), "--val_interval", "1"]
-        args += self._reading(dataset)
-        for key, value in overrides.items():
-            args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        extra = [
+            a
+            for key, value in overrides.items()
+            for a in (f"--{key}", value if isinstance(value, str) else repr(value))
+        ]
+        args += [*self._reading(), *extra]
         started = time.monotonic()
         logger.info(
             "%s: training on %d images (%s), from %s; run folder %s", self.name, len(pairs), self.kind, served, run
         )
         self._bundle_run(["train.json"], args, run / "train.log")
         candidate = run / "candidate" / "model.pt"
-        candidate_score = self._score(candidate, dataset, run / "eval-candidate")
-        served_score = self._score(served, dataset, run / "eval-served")
-        replaced = candidate_score > served_score
+        candidate_score = self._score(candidate, dataset, run / "eval-candidate", extra)
+        served_score = self._score(served, dataset, run / "eval-served", extra)
+        held_out = split["val"] != [f"{split['train'][0]}{SINGLE_VAL_SUFFIX}"]
+        replaced = candidate_score is not None and (served_score is None or candidate_score > served_score)
         if replaced:
             target = served_model_path(self.models_dir, self.name)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -161,7 +221,8 @@ class CellSegBundleTrainTask(TrainTask):
         result = {
             "bundle": self.name,
             "annotation": self.kind,
-            "images": len(split["train"]) + len(split["val"]),
+            "images": len(split["train"]) + (len(split["val"]) if held_out else 0),
+            "held_out": held_out,  # False: one labelled image, validated on itself (its copy ``<id>-val``)
             "split": split,
             "max_epochs": max_epochs,
             "seconds": round(time.monotonic() - started, 1),
