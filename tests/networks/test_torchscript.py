@@ -32,7 +32,15 @@ CASES = [
     ("sparse_seunet", {}),
     ("supervised_unet", {}),
     ("lacss", {"score_threshold": 0.0, "mask_threshold": 0.0, "nms_distance": 24.0}),
-    ("partial_maskrcnn", {"centerness_threshold": 0.0, "rpn_pre_nms_top_n": [200, 200], "detections_per_image": 50}),
+    (
+        "partial_maskrcnn",
+        {
+            "score_threshold": 0.0,
+            "centerness_threshold": 0.0,
+            "rpn_pre_nms_top_n": [200, 200],
+            "detections_per_image": 50,
+        },
+    ),
     ("sparse_seunet", {"score_threshold": 0.0, "mask_threshold": 0.0, "min_size": 1}),
 ]
 
