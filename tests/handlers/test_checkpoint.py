@@ -6,6 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
+from cellseg_monai.guards.lock import LOCK_FILE
 from cellseg_monai.handlers.checkpoint import (
     NothingToResumeError,
     RunFolderInUseError,
@@ -13,7 +14,6 @@ from cellseg_monai.handlers.checkpoint import (
     latest_checkpoint,
 )
 from cellseg_monai.handlers.run_record import RunMismatchError, write_run_file
-from cellseg_monai.guards.lock import LOCK_FILE
 
 
 def test_latest_checkpoint_picks_highest_epoch(tmp_path):
