@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     gt_dir = args.work / "gt_val"
     val_ids = write_val_labels(args.data, gt_dir)
-    train = train_bundle(bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse)
+    train = train_bundle(
+        bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse
+    )
     weights = args.work / "model.pt"
     torch.save(network_state_dict(train["checkpoint"]), str(weights))
     scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, args.set, args.reuse)
