@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from cellseg_monai.annotations.points import write_points_csv
 from cellseg_monai.annotations.scribbles import BACKGROUND, read_scribbles
-from cellseg_monai.data.io import DataError, read_labels, write_labels
+from cellseg_monai.data.io import DataError, read_image, read_labels, write_labels
 
 __all__ = ["SINGLE_VAL_SUFFIX", "VIEWER_KINDS", "points_from_viewer", "viewer_labels", "write_training_dataset"]
 
@@ -127,10 +127,9 @@ def write_training_dataset(
         if values is None:
             logger.warning("%s: holds no annotation (all 0), skipped", label)
             continue
-        if tuple(values.shape) != tuple(_image_size(image)):
-            raise DataError(
-                f"{label}: label has height x width {values.shape} but image {image} has {_image_size(image)}"
-            )
+        size = read_image(image).shape[:2]
+        if values.shape != size:
+            raise DataError(f"{label}: label has height x width {values.shape} but image {image} has {size}")
         annotated[image_id] = (Path(image), values)
     if not annotated:
         raise DataError(f"none of the {len(pairs)} saved labels holds an annotation (all are 0)")
@@ -161,9 +160,3 @@ def _write_annotation(out: Path, image_id: str, kind: str, values: np.ndarray) -
         write_labels(out / "labels" / f"{image_id}.tif", values)
     else:
         write_points_csv(out / "weak" / "points" / f"{image_id}.csv", points_from_viewer(values))
-
-
-def _image_size(path: str | os.PathLike) -> tuple[int, int]:
-    from cellseg_monai.data.io import read_image
-
-    return tuple(read_image(path).shape[:2])  # type: ignore[return-value]

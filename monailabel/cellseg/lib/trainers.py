@@ -34,7 +34,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from cellseg_monai.annotations import write_training_dataset
 from cellseg_monai.annotations.viewer import SINGLE_VAL_SUFFIX
+from cellseg_monai.data.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +214,8 @@ class CellSegBundleTrainTask(TrainTask):
         held_out = split["val"] != [f"{split['train'][0]}{SINGLE_VAL_SUFFIX}"]
         replaced = candidate_score is not None and (served_score is None or candidate_score > served_score)
         if replaced:
-            target = served_model_path(self.models_dir, self.name)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            shutil.copyfile(candidate, tmp)
-            os.replace(tmp, target)
+            with atomic_path(served_model_path(self.models_dir, self.name)) as tmp:
+                shutil.copyfile(candidate, tmp)
         result = {
             "bundle": self.name,
             "annotation": self.kind,
