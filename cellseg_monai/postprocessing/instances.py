@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
-from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
+
+from .extrema import h_maxima_of_objects, peak_local_max_of_labels
 
 __all__ = [
     "WatershedParams",
@@ -161,8 +161,8 @@ def _watershed_split(
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma) * mask
     # markers: h-maxima regions (a plateau is one region) that hold a peak at least min_distance from higher peaks
-    regions, _ = ndi.label(h_maxima(dist, h).astype(bool) & mask, structure=np.ones((3, 3), dtype=bool))
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=components, exclude_border=False)
+    regions, _ = ndi.label(h_maxima_of_objects(dist, h).astype(bool) & mask, structure=np.ones((3, 3), dtype=bool))
+    peaks = peak_local_max_of_labels(dist, components, min_distance)
     keep = np.zeros(int(regions.max()) + 1, dtype=bool)
     keep[regions[tuple(peaks.T)]] = True
     keep[0] = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.measure import regionprops_table
 
 __all__ = ["MEASUREMENT_COLUMNS", "measure_instances"]
 
@@ -62,24 +61,28 @@ def measure_instances(
 
     if not labels.any():
         return []
-    table = regionprops_table(labels, properties=("label", "area", "centroid"))
-    n = len(table["label"])
-    mean_intensity = np.full(n, np.nan)
-    score = np.ones(n)
-    if grey is not None:
-        mean_intensity = regionprops_table(labels, intensity_image=grey, properties=("intensity_mean",))[
-            "intensity_mean"
-        ]
-    if prob is not None:
-        score = regionprops_table(labels, intensity_image=prob, properties=("intensity_mean",))["intensity_mean"]
+    # one pass of np.bincount per column (no per-object Python work): 5000 objects cost what 10 do
+    flat = labels.ravel()
+    area = np.bincount(flat)
+    ids = np.flatnonzero(area)
+    ids = ids[ids > 0]
+    count = area[ids].astype(np.float64)
+    rows, cols = np.indices(shape)
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        return np.bincount(flat, weights=values.ravel(), minlength=len(area))[ids] / count
+
+    centroid_y, centroid_x = mean_of(rows), mean_of(cols)
+    mean_intensity = mean_of(grey) if grey is not None else np.full(len(ids), np.nan)
+    score = mean_of(prob) if prob is not None else np.ones(len(ids))
     return [
         {
-            "id": int(table["label"][i]),
-            "area": int(table["area"][i]),
-            "centroid_y": float(table["centroid-0"][i]),
-            "centroid_x": float(table["centroid-1"][i]),
+            "id": int(ids[i]),
+            "area": int(area[ids[i]]),
+            "centroid_y": float(centroid_y[i]),
+            "centroid_x": float(centroid_x[i]),
             "mean_intensity": float(mean_intensity[i]),
             "score": float(score[i]),
         }
-        for i in range(n)
+        for i in range(len(ids))
     ]

@@ -238,7 +238,8 @@ class SaveInstancesd(MapTransform):
                 tifffile.imwrite(tmp, labels, compression="zlib")
             if self.overlay:
                 with atomic_path(self.output_dir / (image_id + _OVERLAY)) as tmp:
-                    iio.imwrite(tmp, instance_overlay(labels, image))
+                    # zlib level 1: 3–4× faster than the default 6 for a 5 % larger file (benchmarks/speed.py)
+                    iio.imwrite(tmp, instance_overlay(labels, image), extension=".png", compress_level=1)
             if self.measurements:
                 rows = measure_instances(labels, image, prob)
                 columns = list(MEASUREMENT_COLUMNS) + self._add_attributes(data, labels, rows, image_id)

@@ -322,3 +322,13 @@ def test_logging_and_multi_gpu_configs_are_the_same_in_every_bundle():
         multi[b.name] = config
     first = next(iter(multi.values()))
     assert all(config == first for config in multi.values()), [n for n, c in multi.items() if c != first]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_inference_and_evaluation_run_the_same_inferer(bundle):
+    # evaluate.json scores val with train.json's `inferer`: the figures in the docs are those of inference.json only
+    # when both files hold the same inferer and the same values for the ids it refers to
+    train, inference = _raw(bundle, "train.json"), _raw(bundle, "inference.json")
+    assert train["inferer"] == inference["inferer"], f"{bundle.name}: inferer differs in train/inference.json"
+    for ref in re.findall(r"@(\w+)", json.dumps(inference["inferer"])):
+        assert train.get(ref) == inference.get(ref), f"{bundle.name}: {ref} differs in train/inference.json"

@@ -1,0 +1,143 @@
+"""FittedSlidingWindowInferer (tiles fitted to the image) and FastInferer (precision / layout wrapper)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from monai.inferers import SimpleInferer, SlidingWindowInferer
+
+from cellseg_monai.inferers import FastInferer, FittedSlidingWindowInferer, autocast_dtype, fitted_tiles
+from cellseg_monai.inferers import precision as precision_module
+
+
+@pytest.mark.parametrize(
+    "size, roi, overlap, k, expected",
+    [
+        (1024, 1024, 64, 8, (1024, 1)),  # one tile: no overlap, no padding
+        (1025, 1024, 64, 8, (552, 2)),  # ceil((1025 + 64) / 2) = 545 -> 552
+        (4096, 1024, 64, 16, (880, 5)),  # ceil((4096 - 64) / 960) = 5 tiles of ceil(4352 / 5) = 871 -> 880
+        (300, 512, 64, 16, (304, 1)),  # smaller than a tile: padded to a multiple of 16 only
+        (1, 512, 64, 16, (16, 1)),
+        (45, 256, 32, 8, (48, 1)),
+    ],
+)
+def test_fitted_tiles_by_hand(size, roi, overlap, k, expected):
+    side, n = fitted_tiles(size, roi, overlap, k)
+    assert (side, n) == expected
+    assert side <= max(roi, k) and side % k == 0
+    assert n == 1 or n * side - (n - 1) * overlap >= size  # the tiles cover the image
+
+
+@pytest.mark.parametrize("bad", [(0, 8, 0, 1), (10, 8, 8, 1), (10, 8, 2, 0)])
+def test_fitted_tiles_refuses_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        fitted_tiles(*bad)
+
+
+def _pointwise() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(2, 3, kernel_size=1).eval()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (1, 200), (45, 45), (130, 300), (257, 520)])
+def test_fitted_inferer_matches_the_whole_image_for_a_pointwise_network(shape):
+    net = _pointwise()
+    x = torch.rand(1, 2, *shape)
+    inferer = FittedSlidingWindowInferer(roi_size=128, overlap=0.25, divisible_by=16, sw_batch_size=2)
+    with torch.no_grad():
+        out = inferer(x, net)
+        ref = net(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fitted_inferer_runs_as_few_tiles_as_the_image_needs():
+    calls = []
+
+    def net(x):
+        calls.append(tuple(x.shape[2:]))
+        return x
+
+    inferer = FittedSlidingWindowInferer(roi_size=128, overlap=0.125, divisible_by=16)
+    with torch.no_grad():
+        inferer(torch.rand(1, 1, 300, 40), net)
+    sides, _, counts = inferer.tiles((300, 40))
+    assert counts == [3, 1] and sides == [112, 48]  # ceil((300 + 2*16) / 3) = 111 -> 112; 40 -> 48
+    assert calls == [(112, 48)] * 3
+    executed = len(calls) * math.prod(calls[0])
+    calls.clear()
+    with torch.no_grad():  # MONAI's fixed tiles: 128² each, the 40 columns padded to 128
+        SlidingWindowInferer(roi_size=128, overlap=0.125, sw_batch_size=1)(torch.rand(1, 1, 300, 40), net)
+    assert calls == [(128, 128)] * 3
+    assert executed < 0.35 * 3 * 128 * 128
+
+
+def test_autocast_dtype(monkeypatch):
+    assert autocast_dtype("float32", "cpu") is None
+    assert autocast_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert autocast_dtype("auto", "cuda") is torch.float16
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: False)
+    assert autocast_dtype("auto", "cpu") is None
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
+    assert autocast_dtype("auto", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="float16"):
+        autocast_dtype("float16", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        autocast_dtype("half", "cpu")
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.seen: list[tuple[torch.dtype, bool]] = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append((y.dtype, x.is_contiguous(memory_format=torch.channels_last)))
+        return {"out": y, "count": torch.tensor(3)}
+
+
+def test_fast_inferer_float32_is_the_inner_inferer():
+    net, ref_net = _Net().eval(), _Net().eval()
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        out = FastInferer(SimpleInferer(), precision="float32", channels_last=True)(x, net)
+        ref = SimpleInferer()(x, ref_net)
+    torch.testing.assert_close(out["out"], ref["out"], rtol=1e-5, atol=1e-6)
+    assert net.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.seen == [(torch.float32, True)]
+
+
+@pytest.mark.parametrize("scope", ["network", "inferer"])
+def test_fast_inferer_bfloat16_returns_float32_close_to_float32(scope):
+    net = _Net().eval()
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        ref = SimpleInferer()(x, net)["out"]
+        out = FastInferer(SimpleInferer(), precision="bfloat16", scope=scope)(x, net)
+    assert net.seen[-1][0] is torch.bfloat16  # the convolution ran in bfloat16
+    assert out["out"].dtype is torch.float32 and out["count"].dtype is torch.int64
+    torch.testing.assert_close(out["out"], ref, rtol=0.05, atol=0.05)
+    assert not torch.equal(out["out"], ref)
+
+
+def test_fast_inferer_wraps_each_tile_so_blending_is_float32():
+    net = _pointwise()
+    x = torch.rand(1, 2, 70, 90)
+    inner = FittedSlidingWindowInferer(roi_size=32, overlap=0.25, divisible_by=8)
+    with torch.no_grad():
+        out = FastInferer(inner, precision="bfloat16")(x, net)
+        ref = net(x)
+    assert out.dtype is torch.float32
+    torch.testing.assert_close(out, ref, rtol=0.02, atol=0.02)
+
+
+def test_fast_inferer_refuses_unknown_options():
+    with pytest.raises(ValueError, match="precision"):
+        FastInferer(SimpleInferer(), precision="int8")
+    with pytest.raises(ValueError, match="scope"):
+        FastInferer(SimpleInferer(), scope="everything")
