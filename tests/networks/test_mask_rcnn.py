@@ -18,6 +18,7 @@ from cellseg_monai.networks.mask_rcnn import (
     default_parts,
     nms,
 )
+from cellseg_monai.networks.mask_rcnn.box_ops import box_iou
 from cellseg_monai.postprocessing.mask_paste import paste_masks
 
 TINY = {"backbone_channels": (4, 8, 8, 8), "fpn_channels": 8, "representation_size": 16, "attention_channels": 4}
@@ -95,6 +96,37 @@ def test_nms_equals_monai(thr, max_keep):
     ref = torch.as_tensor(non_max_suppression(boxes, scores, thr, max_keep))
     assert nms(boxes, scores, thr, max_keep).tolist() == ref.tolist()
     assert nms(boxes[:0], scores[:0], thr).numel() == 0
+
+
+def _nms_one_matrix(boxes, scores, thr, max_keep=-1):
+    """The NMS before it went by blocks: the whole sorted IoU matrix, then the greedy pass over its rows."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    rows = box_iou(boxes[order], boxes[order]) > thr
+    suppressed = torch.zeros(order.numel(), dtype=torch.bool)
+    keep = []
+    for i in range(order.numel()):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        if 0 < max_keep <= len(keep):
+            break
+        suppressed |= rows[i]
+    return order[keep]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_nms_blocks_equal_one_matrix(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 50 + 60 * seed
+    tl = torch.rand(n, 2, generator=g) * 150
+    boxes = torch.cat([tl, tl + 1 + torch.rand(n, 2, generator=g) * 40], 1)
+    scores = torch.rand(n, generator=g)
+    if seed % 2:
+        scores = (scores * 8).round()  # many ties
+    for thr, max_keep in [(0.7, -1), (0.5, 40), (0.3, 1), (0.0, -1)]:
+        want = _nms_one_matrix(boxes, scores, thr, max_keep)
+        for block in (1, 7, 256):
+            assert torch.equal(nms(boxes, scores, thr, max_keep, block), want)
 
 
 def test_iou_matcher_thresholds_and_low_quality():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg_monai.networks.mask_rcnn.roi_align import RoIAlign, roi_align
+from cellseg_monai.networks.mask_rcnn.roi_align import RoIAlign, _bin_mean, roi_align
 
 
 def _bilinear(f: np.ndarray, y: float, x: float) -> float:
@@ -84,3 +84,13 @@ def test_gradient_and_empty_and_errors():
         roi_align(f, torch.zeros((3, 4)), 2)
     with pytest.raises(ValueError):
         roi_align(f, [torch.tensor([[0.0, 0.0, 3.0, 3.0]])], 2, sampling_ratio=0)
+
+
+@pytest.mark.parametrize("sr", [1, 2, 3])
+def test_bin_mean_equals_mean(sr):
+    samples = torch.randn(3, 5, 4, sr, 6, sr, generator=torch.Generator().manual_seed(sr))
+    want = samples.mean(dim=(3, 5))
+    got = _bin_mean(samples, sr)
+    if sr <= 2:  # the same pairwise sums: bit-identical
+        assert torch.equal(got, want)
+    torch.testing.assert_close(got, want)

@@ -1,5 +1,5 @@
 """Matching and suppression of boxes for :class:`~cellseg_monai.networks.mask_rcnn.MaskRCNN`: Faster R-CNN IoU
-matching on MONAI's ``Matcher`` interface and a greedy NMS equal to MONAI's, from one IoU matrix.
+matching on MONAI's ``Matcher`` interface and a greedy NMS equal to MONAI's, from blocks of an IoU matrix.
 
 Boxes are ``monai.apps.detection`` ``StandardMode`` with ``ij`` indexing: ``(y0, x0, y1, x1)`` in image pixels.
 """
@@ -17,34 +17,52 @@ from cellseg_monai.networks.mask_rcnn.box_ops import box_iou as script_box_iou
 __all__ = ["IoUMatcher", "nms"]
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int = -1) -> torch.Tensor:
-    """Greedy NMS with the same result as ``monai.data.box_utils.non_max_suppression``, from one IoU matrix.
+def nms(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int = -1, block: int = 256
+) -> torch.Tensor:
+    """Greedy NMS with the same result as ``monai.data.box_utils.non_max_suppression``, from blocks of IoU rows.
 
     MONAI's NMS recomputes (and re-validates) the IoU of each kept box against the rest in Python; on CPU with a few
-    hundred kept proposals that dominated the training step. Here the (K, K) matrix comes from ``box_iou`` (MONAI's,
-    in its TorchScript-compatible form :func:`~cellseg_monai.networks.mask_rcnn.box_ops.box_iou`) once and the greedy
-    pass only reads rows of it (on the CPU).
+    hundred kept proposals that dominated the training step. Here the boxes, sorted by decreasing score, are taken
+    ``block`` at a time: the IoU (``box_iou``, MONAI's in its TorchScript-compatible form
+    :func:`~cellseg_monai.networks.mask_rcnn.box_ops.box_iou`) of the block's boxes not yet suppressed with the boxes
+    from the block on is computed at once, then the greedy pass reads its rows. Rows of boxes suppressed by an
+    earlier block, columns of earlier boxes (already decided) and blocks after ``max_keep`` boxes are kept are never
+    computed.
 
     Args:
         boxes: (K, 4) boxes; scores: (K,); iou_threshold: a box is dropped when its IoU with a kept, higher-scoring
-            box is > this; max_keep: keep at most this many (-1: all).
+            box is > this; max_keep: keep at most this many (-1: all); block: boxes per block of IoU rows (the
+            result does not depend on it).
 
     Returns:
         (N,) int64 indices of the kept boxes, by decreasing score.
     """
-    if boxes.shape[0] == 0:
+    n = boxes.shape[0]
+    if n == 0:
         return torch.zeros((0,), dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
-    rows = (script_box_iou(boxes[order], boxes[order]) > iou_threshold).cpu()
-    suppressed = torch.zeros(order.numel(), dtype=torch.bool)
+    ordered = boxes[order]
+    suppressed = torch.zeros(n, dtype=torch.bool)
     keep: list[int] = []
-    for i in range(order.numel()):
-        if bool(suppressed[i]):
+    full = False
+    for start in range(0, n, max(int(block), 1)):
+        stop = min(start + max(int(block), 1), n)
+        alive = torch.nonzero(~suppressed[start:stop]).squeeze(1) + start
+        if alive.numel() == 0:
             continue
-        keep.append(i)
-        if max_keep > 0 and len(keep) >= max_keep:
+        rows = (script_box_iou(ordered[alive.to(boxes.device)], ordered[start:]) > iou_threshold).cpu()
+        alive_list: list[int] = alive.tolist()
+        for r, i in enumerate(alive_list):
+            if bool(suppressed[i]):
+                continue
+            keep.append(i)
+            if max_keep > 0 and len(keep) >= max_keep:
+                full = True
+                break
+            suppressed[start:].logical_or_(rows[r])  # not `|=` on the slice: TorchScript would not write it back
+        if full:
             break
-        suppressed |= rows[i]
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 

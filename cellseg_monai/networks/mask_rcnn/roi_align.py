@@ -98,9 +98,21 @@ def roi_align(
         sel = torch.nonzero(batch_idx == b).squeeze(1)
         g = grid[sel].reshape(1, -1, ow * sr, 2)  # regions stacked along the height axis
         sampled = F.grid_sample(features[b : b + 1], g, mode="bilinear", padding_mode="border", align_corners=True)
-        sampled = sampled.reshape(c, sel.numel(), oh, sr, ow, sr).mean(dim=(3, 5)).transpose(0, 1)
+        sampled = _bin_mean(sampled.reshape(c, sel.numel(), oh, sr, ow, sr), sr).transpose(0, 1)
         out = out.index_copy(0, sel, sampled)
     return out
+
+
+def _bin_mean(samples: torch.Tensor, sr: int) -> torch.Tensor:
+    """(C, K, OH, sr, OW, sr) samples → (C, K, OH, OW) bin means, as ``samples.mean(dim=(3, 5))`` (bit-identical for
+    sr <= 2: the same pairwise sums) but several times faster than that strided reduction: adds along x, then y."""
+    row = samples[..., 0]
+    for i in range(1, sr):
+        row = row + samples[..., i]
+    out = row[:, :, :, 0]
+    for i in range(1, sr):
+        out = out + row[:, :, :, i]
+    return out / float(sr * sr)
 
 
 class RoIAlign(nn.Module):
