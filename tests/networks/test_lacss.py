@@ -8,8 +8,8 @@ import torch
 from scipy import ndimage as ndi
 
 from cellseg_monai.networks.lacss import Lacss, match_locations
-from cellseg_monai.networks.lacss.segmentor import paste_instances
-from cellseg_monai.targets.locations import crop_patches
+from cellseg_monai.networks.lacss.segmentor import LacssSegmentor, paste_instances
+from cellseg_monai.targets.locations import crop_patches, window_coordinates
 
 TINY = {"features": (8, 16, 32), "feature_channels": 8, "seg_hidden": 8, "crop_size": 16}
 
@@ -129,3 +129,61 @@ def test_segmentor_stride_two_keeps_windows_aligned():
         assert net.eval()(torch.rand(1, 3, 30, 34)).shape == (1, 2, 30, 34)
     with pytest.raises(ValueError):
         Lacss(3, **{**TINY, "crop_size": 18}, seg_stride=2)
+
+
+def _paste_reference(masks, batch_index, centers, scores, shape, min_area=0):
+    """The per-instance painting loop (the former implementation), as an independent reference."""
+    b, h, w = shape
+    k, s, _ = masks.shape
+    labels = np.zeros((b, h, w), np.int64)
+    score_map = np.zeros((b, h, w), np.float32)
+    rows, cols = window_coordinates(centers, s)
+    order = torch.argsort(scores, stable=True).tolist()
+    rank = torch.empty(k, dtype=torch.int64)
+    rank[torch.argsort(scores, descending=True, stable=True)] = torch.arange(k)
+    for i in order:  # ascending score: the best is painted last
+        for y, x in torch.nonzero(masks[i]).tolist():
+            r, c = int(rows[i, y]), int(cols[i, x])
+            if 0 <= r < h and 0 <= c < w:
+                labels[batch_index[i], r, c] = rank[i] + 1
+                score_map[batch_index[i], r, c] = scores[i]
+    for bi in range(b):
+        ids, counts = np.unique(labels[bi], return_counts=True)
+        kept = ids[(ids > 0) & (counts >= max(min_area, 1))]
+        lut = np.zeros(k + 1, np.int64)
+        lut[kept] = np.arange(1, len(kept) + 1)
+        labels[bi] = lut[labels[bi]]
+        score_map[bi][labels[bi] == 0] = 0
+    return labels, score_map
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_paste_matches_the_painting_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    k, shape = 40, (2, 30, 26)
+    masks = torch.rand(k, 9, 9, generator=g) > 0.4
+    centers = torch.randint(-3, 32, (k, 2), generator=g)  # some windows partly or wholly outside the image
+    scores = torch.randint(0, 5, (k,), generator=g).float() / 4  # many ties
+    batch_index = torch.randint(0, 2, (k,), generator=g)
+    labels, score_map = paste_instances(masks, batch_index, centers, scores, shape, min_area=6)
+    ref_labels, ref_scores = _paste_reference(masks, batch_index, centers, scores, shape, min_area=6)
+    np.testing.assert_array_equal(labels.numpy(), ref_labels)
+    np.testing.assert_array_equal(score_map.numpy(), ref_scores)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_segment_masks_equal_thresholded_segment(stride):
+    torch.manual_seed(0)
+    seg = LacssSegmentor(8, 8, crop_size=16, stride=stride).eval()
+    projected = seg.project_features(torch.randn(2, 8, 24, 30))
+    centers = torch.tensor([[0, 0], [23, 29], [12, 14], [6, 28], [22, 2], [-1, 4], [24, 30]]) // stride * stride
+    batch_index = torch.tensor([0, 1, 0, 1, 1, 0, 1])
+    with torch.no_grad():
+        expected = torch.sigmoid(seg.segment(projected, batch_index, centers)[:, 0]) > 0.5
+        for chunk in (1, 3, 16):
+            assert torch.equal(seg.segment_masks(projected, batch_index, centers, 0.5, chunk), expected)
+        assert seg.segment_masks(projected, batch_index[:0], centers[:0]).shape == (0, 16, 16)
+        # the reduced-precision path runs and mostly agrees (channels-last bfloat16 under autocast)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = seg.segment_masks(projected.bfloat16(), batch_index, centers)
+        assert (low == expected).float().mean() > 0.9

@@ -229,7 +229,7 @@ class Lacss(nn.Module):
         min_area: instances smaller than this (after overlap resolution) are removed.
         max_offset: training: radius in pixels within which the best-scoring prediction replaces a GT location.
         use_auxnet: build the training-only boundary network.
-        seg_chunk: windows segmented per chunk at inference (memory bound).
+        seg_chunk: windows segmented per chunk at inference (small: the chunk's activations stay in the CPU caches).
     """
 
     def __init__(
@@ -250,7 +250,7 @@ class Lacss(nn.Module):
         min_area: int = 4,
         max_offset: float = 8.0,
         use_auxnet: bool = True,
-        seg_chunk: int = 256,
+        seg_chunk: int = 16,
     ) -> None:
         super().__init__()
         if isinstance(backbone, str):
@@ -332,7 +332,9 @@ class Lacss(nn.Module):
         self, logits: torch.Tensor, offsets: torch.Tensor, projected: torch.Tensor, shape: tuple[int, int, int]
     ) -> torch.Tensor:
         with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
-            loc, score = decode_lpn(torch.sigmoid(logits), offsets, self.lpn_stride)
+            # float32 scores and locations even when the network ran in reduced precision (autocast): fewer score
+            # ties in NMS and ranking, sub-pixel locations
+            loc, score = decode_lpn(torch.sigmoid(logits.float()), offsets.float(), self.lpn_stride)
             b, h, w = shape
             bidx: list[torch.Tensor] = []
             centers: list[torch.Tensor] = []
@@ -356,16 +358,6 @@ class Lacss(nn.Module):
                 centers.append(self.segmentor.snap(loc[i, keep]))
                 scores.append(score[i, keep])
             bidx_t, centers_t, scores_t = torch.cat(bidx), torch.cat(centers), torch.cat(scores)
-            masks: list[torch.Tensor] = []
-            for s in range(0, centers_t.shape[0], self.seg_chunk):
-                chunk = self.segmentor.segment(
-                    projected, bidx_t[s : s + self.seg_chunk], centers_t[s : s + self.seg_chunk]
-                )
-                masks.append(torch.sigmoid(chunk[:, 0]) > self.mask_threshold)
-            size = self.segmentor.crop_size
-            if len(masks) > 0:
-                mask_t = torch.cat(masks)
-            else:
-                mask_t = torch.zeros(0, size, size, dtype=torch.bool, device=loc.device)
+            mask_t = self.segmentor.segment_masks(projected, bidx_t, centers_t, self.mask_threshold, self.seg_chunk)
             labels, score_map = paste_instances(mask_t, bidx_t, centers_t, scores_t, shape, self.min_area)
             return torch.stack([labels.float(), score_map], dim=1)

@@ -46,33 +46,36 @@ def paste_instances(
     b, h, w = shape
     k, s, _ = masks.shape
     device = masks.device
-    labels = torch.zeros(b, h * w, dtype=torch.int64, device=device)
-    score_map = torch.zeros(b, h * w, dtype=torch.float32, device=device)
     if k == 0:
-        return labels.reshape(b, h, w), score_map.reshape(b, h, w)
+        return (
+            torch.zeros(b, h, w, dtype=torch.int64, device=device),
+            torch.zeros(b, h, w, dtype=torch.float32, device=device),
+        )
     rows, cols = window_coordinates(centers, s)
-    rr = rows[:, :, None].expand(k, s, s)
-    cc = cols[:, None, :].expand(k, s, s)
-    inside = masks.to(torch.bool) & (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-    # paint in ascending score so the best instance is painted last; ids by descending score
+    hit = torch.nonzero(masks.to(torch.bool))  # (N, 3): window, row, column of every mask pixel
+    win = hit[:, 0]
+    r, c = rows[win, 0] + hit[:, 1], cols[win, 0] + hit[:, 2]
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    win, r, c = win[inside], r[inside], c[inside]
+    # paint order: ascending score (ties: the later index paints last); each pixel goes to the last painter,
+    # i.e. the highest paint position among the masks that cover it. Ids follow decreasing score.
     order = torch.argsort(scores.float(), stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(k, device=device)
     rank = torch.empty_like(order)
     rank[torch.argsort(scores.float(), descending=True, stable=True)] = torch.arange(k, device=device)
-    paint_order: list[int] = order.tolist()
-    for i in paint_order:
-        flat = (rr[i] * w + cc[i])[inside[i]]
-        labels[batch_index[i], flat] = rank[i] + 1
-        score_map[batch_index[i], flat] = scores[i].float()
-    labels = labels.reshape(b, h, w)
-    score_map = score_map.reshape(b, h, w)
-    for bi in range(b):
-        ids, counts = torch.unique(labels[bi], return_counts=True)
-        keep_ids = ids[(ids > 0) & (counts >= max(min_area, 1))]
-        lut = torch.zeros(k + 1, dtype=torch.int64, device=device)
-        lut[keep_ids] = torch.arange(1, keep_ids.numel() + 1, device=device)
-        labels[bi] = lut[labels[bi]]
-        score_map[bi] = torch.where(labels[bi] > 0, score_map[bi], torch.zeros_like(score_map[bi]))
-    return labels, score_map
+    top = torch.full((b * h * w,), -1, dtype=torch.int64, device=device)
+    top.scatter_reduce_(0, (batch_index[win] * h + r) * w + c, position[win], reduce="amax")
+    painted = top >= 0
+    owner = order[top.clamp(min=0)]
+    labels = torch.where(painted, rank[owner] + 1, torch.zeros_like(top)).reshape(b, h * w)
+    score_map = torch.where(painted, scores.float()[owner], torch.zeros(1, device=device)).reshape(b, h * w)
+    for bi in range(b):  # remove instances left smaller than min_area; renumber the rest 1..n in the same order
+        keep = torch.bincount(labels[bi], minlength=k + 1) >= max(min_area, 1)
+        keep[0] = False
+        labels[bi] = (torch.cumsum(keep.long(), dim=0) * keep)[labels[bi]]
+    score_map = torch.where(labels > 0, score_map, torch.zeros_like(score_map))
+    return labels.reshape(b, h, w), score_map.reshape(b, h, w)
 
 
 class LacssSegmentor(nn.Module):
@@ -142,6 +145,53 @@ class LacssSegmentor(nn.Module):
         if self.stride > 1:
             logits = F.interpolate(logits, scale_factor=float(self.stride), mode="bilinear", align_corners=False)
         return logits
+
+    def segment_masks(
+        self,
+        projected: torch.Tensor,
+        batch_index: torch.Tensor,
+        centers: torch.Tensor,
+        threshold: float = 0.5,
+        chunk: int = 16,
+    ) -> torch.Tensor:
+        """Inference form of :meth:`segment`: (K, S, S) bool masks ``sigmoid(logits) > threshold``, same values.
+
+        Windows are sliced out of the padded feature map (no per-pixel index tensors) into a channels-last batch and
+        go through the FCN ``chunk`` at a time, so a chunk's activations stay in the CPU caches. Centres (multiples of ``stride``) must
+        lie within one grid cell of the image, as the proposals of :class:`~cellseg_monai.networks.lacss.Lacss` do.
+        """
+        size = self.crop_size // self.stride
+        k = centers.shape[0]
+        masks = torch.zeros(k, self.crop_size, self.crop_size, dtype=torch.bool, device=projected.device)
+        if k == 0:
+            return masks
+        pad = size // 2 + 1
+        padded = F.pad(projected, (pad, pad, pad, pad))
+        grid = torch.div(centers, self.stride, rounding_mode="floor") + pad
+        grid[:, 0].clamp_(pad - 1, projected.shape[-2] + pad)
+        grid[:, 1].clamp_(pad - 1, projected.shape[-1] + pad)
+        images: list[int] = batch_index.tolist()
+        top: list[int] = (grid[:, 0] - size // 2).tolist()
+        left: list[int] = (grid[:, 1] - size // 2).tolist()
+        position = self.position(self.position_input())
+        for start in range(0, k, chunk):
+            stop = min(start + chunk, k)
+            # channels-last crops: the FCN's convolutions run several times faster on them (oneDNN's native layout)
+            crops = torch.empty(
+                stop - start, padded.shape[1], size, size, dtype=position.dtype, device=padded.device
+            ).contiguous(memory_format=torch.channels_last)
+            for i in range(start, stop):
+                window = padded[images[i], :, top[i] : top[i] + size, left[i] : left[i] + size]
+                torch.add(window, position[0], out=crops[i - start])
+            centre = self.instance(padded[batch_index[start:stop], :, grid[start:stop, 0], grid[start:stop, 1]])
+            # added as a full tensor: a broadcast add onto channels-last bfloat16 is several times slower
+            logits = self.fcn(
+                crops.add_(centre[:, :, None, None].expand_as(crops).contiguous(memory_format=torch.channels_last))
+            )
+            if self.stride > 1:
+                logits = F.interpolate(logits, scale_factor=float(self.stride), mode="bilinear", align_corners=False)
+            masks[start:stop] = torch.sigmoid(logits[:, 0]) > threshold
+        return masks
 
     def forward(self, features: torch.Tensor, batch_index: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         return self.segment(self.project_features(features), batch_index, self.snap(centers))
