@@ -151,6 +151,9 @@ def first_claiming_mask(masks: Tensor) -> tuple[Tensor, Tensor]:
     one max instead of an argmax along the slow (outer) axis.
     """
     k = masks.shape[0]
+    if k == 0:
+        none = torch.zeros(masks.shape[1:], dtype=torch.long, device=masks.device)
+        return none, none > 0
     dtype = torch.int16 if k < 32767 else torch.int64
     weights = torch.arange(k, 0, -1, dtype=dtype, device=masks.device)
     top = (masks.to(dtype) * weights[:, None, None]).amax(0).long()  # k - first index, 0 where unclaimed
