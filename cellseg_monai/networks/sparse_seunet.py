@@ -214,26 +214,66 @@ class SparseSEUNet(nn.Module):
         return result
 
     def predict(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) → (B, 2 + K, H, W): sparse labels, instance score map, semantic probabilities."""
+        """(B, C, H, W) → (B, 2 + K, H, W): sparse labels, instance score map, semantic probabilities.
+
+        The same labels as thresholding :meth:`forward_train`'s full-resolution masks, but only the predictions
+        that can pass ``score_threshold`` are upsampled (:meth:`_may_score`): the rest never reach the labels.
+        """
         with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
-            out = self.forward_train(x)
-            class_prob = torch.sigmoid(out["logits"][..., 0])
-            if self.objectness_score:
-                class_prob = torch.sqrt(class_prob * torch.sigmoid(out["objectness"][..., 0]))
-            mask_prob = torch.sigmoid(out["masks"])
+            if x.ndim != 4:
+                raise ValueError(f"SparseSEUNet expects (B, C, H, W) input, got shape {shape_repr(x)}.")
+            padded, (h, w) = pad_to_multiple(x, self.seunet.stride)
+            semantic, levels = self.seunet.decode(padded)
+            class_probs: list[Tensor] = []
+            low_masks: list[Tensor] = []  # mask logits at each branch's resolution
+            for i, branch in enumerate(self.branches):
+                pred = branch(levels[self.levels[i]])
+                class_prob = torch.sigmoid(pred["logits"][..., 0])
+                if self.objectness_score:
+                    class_prob = torch.sqrt(class_prob * torch.sigmoid(pred["objectness"][..., 0]))
+                class_probs.append(class_prob)
+                low_masks.append(pred["masks"])
             channels: list[Tensor] = []
             for b in range(x.shape[0]):
-                labels, scores = scored_masks_to_labels(
-                    class_prob[b],
-                    mask_prob[b],
-                    self.score_threshold,
-                    self.mask_threshold,
-                    self.nms_threshold,
-                    self.min_size,
-                )
+                probs: list[Tensor] = []
+                masks: list[Tensor] = []
+                for i in range(len(low_masks)):
+                    cp, low = class_probs[i], low_masks[i]
+                    keep = torch.nonzero(self._may_score(cp[b], low[b]))[:, 0]
+                    if keep.numel() == 0:
+                        continue
+                    m = low[b][keep]
+                    if m.shape[-2:] != padded.shape[-2:]:
+                        m = F.interpolate(m[None], size=padded.shape[-2:], mode="bilinear", align_corners=False)[0]
+                    masks.append(torch.sigmoid(m[..., :h, :w]))
+                    probs.append(cp[b][keep])
+                if len(masks) == 0:
+                    labels = torch.zeros((h, w), dtype=torch.long, device=x.device)
+                    scores = torch.zeros(0, device=x.device)
+                else:
+                    labels, scores = scored_masks_to_labels(
+                        torch.cat(probs),
+                        torch.cat(masks),
+                        self.score_threshold,
+                        self.mask_threshold,
+                        self.nms_threshold,
+                        self.min_size,
+                    )
                 score_map = torch.cat([scores.new_zeros(1), scores])[labels]
                 channels.append(torch.stack([labels.to(x.dtype), score_map.to(x.dtype)]))
-            return torch.cat([torch.stack(channels), torch.sigmoid(out["semantic"])], dim=1)
+            return torch.cat([torch.stack(channels), torch.sigmoid(semantic[..., :h, :w])], dim=1)
+
+    def _may_score(self, class_prob: Tensor, low_masks: Tensor) -> Tensor:
+        """(N,) class scores, (N, h, w) low-resolution mask logits → (N,) bool: the prediction may claim a pixel and
+        reach ``score_threshold`` once its mask is upsampled.
+
+        Bilinear upsampling takes convex combinations, so no full-resolution logit exceeds the low-resolution
+        maximum (a margin covers rounding); the maskness is a mean of claimed probabilities, at most the sigmoid
+        of that maximum. So a prediction failing either test scores below the threshold or claims nothing.
+        """
+        top = low_masks.flatten(1).amax(1).float()
+        bound = torch.sigmoid(top + 0.01 * top.abs() + 1e-3)
+        return (bound > self.mask_threshold) & (class_prob.float() * bound >= self.score_threshold)
 
     def forward(self, x: Tensor) -> dict[str, Tensor] | Tensor:
         if self.training:

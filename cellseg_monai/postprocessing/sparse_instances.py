@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["mask_iou_matrix", "mask_nms", "maskness", "scored_masks_to_labels", "sparse_instances_to_labels"]
+__all__ = [
+    "first_claiming_mask",
+    "mask_iou_matrix",
+    "mask_nms",
+    "maskness",
+    "scored_masks_to_labels",
+    "sparse_instances_to_labels",
+]
 
 
 def maskness(mask_prob: Tensor, mask_threshold: float = 0.5) -> Tensor:
@@ -54,11 +61,19 @@ def mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> Tenso
     if masks.shape[0] != scores.shape[0]:
         raise ValueError(f"masks ({masks.shape[0]}) and scores ({scores.shape[0]}) differ in number.")
     order = torch.argsort(scores, descending=True, stable=True)
-    iou = mask_iou_matrix(masks[order]).cpu()
-    kept = torch.zeros(order.shape[0], dtype=torch.bool)
-    for i in range(order.shape[0]):
-        kept[i] = not bool((iou[i][kept] > iou_threshold).any())
-    return order[torch.nonzero(kept)[:, 0].to(order.device)]
+    # one comparison on the whole matrix, then the greedy pass on Python lists (no tensor op per mask)
+    suppresses: list[list[bool]] = (mask_iou_matrix(masks[order]) > iou_threshold).cpu().tolist()
+    kept: list[int] = []
+    for i in range(len(suppresses)):
+        row = suppresses[i]
+        duplicate = False
+        for j in kept:
+            if row[j]:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(i)
+    return order[torch.tensor(kept, dtype=torch.long, device=order.device)]
 
 
 def sparse_instances_to_labels(
@@ -107,16 +122,17 @@ def scored_masks_to_labels(
     can run it in their scripted ``forward``). Same arguments and returns."""
     h, w = mask_prob.shape[1], mask_prob.shape[2]
     masks = mask_prob > mask_threshold
-    scores = class_prob.float() * maskness(mask_prob.float(), mask_threshold)
-    candidates = torch.nonzero((scores >= score_threshold) & (masks.flatten(1).sum(1) >= max(min_size, 1)))[:, 0]
+    claimed_f = masks.to(torch.float32)
+    area = claimed_f.flatten(1).sum(1)
+    # maskness (see :func:`maskness`) from the one thresholding above
+    scores = class_prob.float() * ((mask_prob.float() * claimed_f).flatten(1).sum(1) / area.clamp(min=1.0))
+    candidates = torch.nonzero((scores >= score_threshold) & (area >= max(min_size, 1)))[:, 0]
     empty = (torch.zeros((h, w), dtype=torch.long, device=mask_prob.device), scores.new_zeros(0))
     if candidates.numel() == 0:
         return empty
     kept = candidates[mask_nms(masks[candidates], scores[candidates], nms_threshold)]
     masks, scores = masks[kept], scores[kept]  # descending score
-    # first (highest-scoring) claiming mask wins each pixel
-    owner = torch.argmax(masks.to(torch.uint8), dim=0)
-    claimed = masks.any(dim=0)
+    owner, claimed = first_claiming_mask(masks)
     areas = torch.bincount(owner[claimed], minlength=kept.shape[0])
     survivors = torch.nonzero(areas >= max(min_size, 1))[:, 0]
     if survivors.numel() == 0:
@@ -125,3 +141,21 @@ def scored_masks_to_labels(
     new_id[survivors] = torch.arange(1, survivors.numel() + 1, device=owner.device)
     labels = torch.where(claimed, new_id[owner], torch.zeros_like(owner))
     return labels, scores[survivors]
+
+
+def first_claiming_mask(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """(K, H, W) bool masks → ``(owner, claimed)``: (H, W) int64 index of the first mask that claims each pixel
+    (0 where none does) and (H, W) bool, any mask claims it.
+
+    The first True along K is the largest of the descending weights K..1 over the claiming masks: one multiply and
+    one max instead of an argmax along the slow (outer) axis.
+    """
+    k = masks.shape[0]
+    if k == 0:
+        none = torch.zeros(masks.shape[1:], dtype=torch.long, device=masks.device)
+        return none, none > 0
+    dtype = torch.int16 if k < 32767 else torch.int64
+    weights = torch.arange(k, 0, -1, dtype=dtype, device=masks.device)
+    top = (masks.to(dtype) * weights[:, None, None]).amax(0).long()  # k - first index, 0 where unclaimed
+    claimed = top > 0
+    return torch.where(claimed, k - top, torch.zeros_like(top)), claimed

@@ -10,6 +10,7 @@ from cellseg_monai.networks.sparse_seunet import (
     aggregate_instance_features,
     coordinate_channels,
 )
+from cellseg_monai.postprocessing.sparse_instances import sparse_instances_to_labels
 
 HEADS = ("foreground", "border", "background", "overlap")
 
@@ -100,3 +101,52 @@ def test_eval_output_is_one_tensor_with_labels_scores_and_probabilities():
 def test_bad_instance_level():
     with pytest.raises(ValueError, match="instance_level"):
         SparseSEUNet(features=(4, 8), instance_level=1)
+
+
+def _reference_predict(net: SparseSEUNet, x: torch.Tensor) -> torch.Tensor:
+    """Eval output from :meth:`SparseSEUNet.forward_train`: every mask upsampled, then decoded (the former predict)."""
+    out = net.forward_train(x)
+    class_prob = torch.sigmoid(out["logits"][..., 0])
+    if net.objectness_score:
+        class_prob = torch.sqrt(class_prob * torch.sigmoid(out["objectness"][..., 0]))
+    mask_prob = torch.sigmoid(out["masks"])
+    channels = []
+    for b in range(x.shape[0]):
+        labels, scores = sparse_instances_to_labels(
+            class_prob[b], mask_prob[b], net.score_threshold, net.mask_threshold, net.nms_threshold, net.min_size
+        )
+        score_map = torch.cat([scores.new_zeros(1), scores])[labels]
+        channels.append(torch.stack([labels.to(x.dtype), score_map.to(x.dtype)]))
+    return torch.cat([torch.stack(channels), torch.sigmoid(out["semantic"])], dim=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"score_threshold": 0.0, "min_size": 1},
+        {"score_threshold": 0.3, "mask_threshold": 0.5, "min_size": 2},
+        {"score_threshold": 0.2, "mask_threshold": 0.7, "objectness_score": True, "min_size": 1},
+        {"score_threshold": 0.3, "multi_level": True, "min_size": 1},
+    ],
+)
+def test_predict_upsamples_only_masks_that_can_score_and_matches_the_full_decoding(kwargs):
+    torch.manual_seed(0)
+    net = SparseSEUNet(3, HEADS, (4, 8, 16), head_channels=4, num_instances=24, inst_channels=8, kernel_dim=4, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+
+    def varied(module, args, out):  # an untrained branch predicts near-identical instances: spread them out
+        masks = out["masks"]
+        blobs = torch.nn.functional.avg_pool2d(torch.randn(masks.shape, generator=gen), 3, 1, 1) * 12 - 1
+        return {**out, "logits": torch.randn(out["logits"].shape, generator=gen) * 2, "masks": blobs}
+
+    for branch in net.branches:
+        branch.register_forward_hook(varied)
+    net.eval()
+    x = torch.rand(3, 3, 36, 44)
+    with torch.no_grad():
+        gen.manual_seed(1)
+        expected = _reference_predict(net, x)
+        gen.manual_seed(1)
+        got = net(x)
+    assert torch.equal(got, expected)
+    assert expected[:, 0].amax() > 0  # instances were found, so the comparison covers the decoding

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from cellseg_monai.postprocessing.sparse_instances import (
+    first_claiming_mask,
     mask_iou_matrix,
     mask_nms,
     maskness,
@@ -92,3 +93,39 @@ def test_nothing_above_threshold():
 def test_bad_input(class_prob, mask_prob, kwargs):
     with pytest.raises(ValueError):
         sparse_instances_to_labels(class_prob, mask_prob, **kwargs)
+
+
+def _nms_reference(masks: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The tensor-per-mask greedy loop :func:`mask_nms` replaced."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    iou = mask_iou_matrix(masks[order])
+    kept = torch.zeros(order.shape[0], dtype=torch.bool)
+    for i in range(order.shape[0]):
+        kept[i] = not bool((iou[i][kept] > threshold).any())
+    return order[torch.nonzero(kept)[:, 0]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mask_nms_matches_the_tensor_loop_on_random_blobs(seed):
+    gen = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(40, 24, 24, dtype=torch.bool)
+    for i in range(40):  # random rectangles: many overlapping pairs, some empty masks, tied scores
+        y, x = torch.randint(0, 20, (2,), generator=gen).tolist()
+        hh, ww = torch.randint(0, 9, (2,), generator=gen).tolist()
+        masks[i, y : y + hh, x : x + ww] = True
+    scores = torch.randint(0, 6, (40,), generator=gen).float() / 5
+    for threshold in (0.0, 0.3, 0.5, 0.9):
+        assert mask_nms(masks, scores, threshold).tolist() == _nms_reference(masks, scores, threshold).tolist()
+
+
+def test_first_claiming_mask_matches_argmax():
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(7, 9, 11, generator=gen) > 0.85
+    masks[:, 0, 0] = False  # an unclaimed pixel
+    masks[:, 1, 1] = True  # claimed by all: mask 0 owns it
+    owner, claimed = first_claiming_mask(masks)
+    assert torch.equal(claimed, masks.any(0))
+    assert torch.equal(owner[claimed], torch.argmax(masks.to(torch.uint8), dim=0)[claimed])
+    assert owner[0, 0] == 0 and owner[1, 1] == 0 and owner.dtype == torch.int64
+    owner, claimed = first_claiming_mask(torch.zeros(0, 3, 4, dtype=torch.bool))
+    assert owner.shape == (3, 4) and not claimed.any()
