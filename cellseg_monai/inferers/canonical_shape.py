@@ -119,15 +119,16 @@ class CanonicalShapePredictor:
         for _ in range(2):
             index, rows, cols = box_pixels(flat)
             prob = net.render_points(params, index, rows, cols, size)
-            box = flat[index]
+            hot = (prob >= self.threshold).nonzero()[:, 0]  # only pixels above the threshold can leak
+            r, c, box = rows[hot], cols[hot], flat[index[hot]]
             inner_border = (
-                ((rows == box[:, 0]) & (box[:, 0] > 0))
-                | ((rows == box[:, 2] - 1) & (box[:, 2] < size[0]))
-                | ((cols == box[:, 1]) & (box[:, 1] > 0))
-                | ((cols == box[:, 3] - 1) & (box[:, 3] < size[1]))
+                ((r == box[:, 0]) & (box[:, 0] > 0))
+                | ((r == box[:, 2] - 1) & (box[:, 2] < size[0]))
+                | ((c == box[:, 1]) & (box[:, 1] > 0))
+                | ((c == box[:, 3] - 1) & (box[:, 3] < size[1]))
             )
             leak = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
-            leak[index[inner_border & (prob >= self.threshold)]] = True
+            leak[index[hot[inner_border]]] = True
             if not leak.any():
                 break
             flat = torch.where(leak[:, None], full, flat)

@@ -102,7 +102,7 @@ def merge_point_groups(
         smaller = (area_a < area_b) | (
             (area_a == area_b) & ((score_a < score_b) | ((score_a == score_b) & (order_a > order_b)))
         )
-        return np.where(smaller & alive[rows, None] & alive[None, cols], inter[rows][:, cols] / area_a, -1.0)
+        return np.where(smaller & alive[rows, None] & alive[None, cols], inter[rows, cols] / area_a, -1.0)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = ratio_of(slice(None), slice(None))
@@ -219,12 +219,17 @@ def canonical_point_instances(
     for j, g in enumerate(groups):
         group_of[g] = j
     group = group_of[index]
-    # each pixel goes to the group with the highest probability there (ties: the first group)
-    order = np.lexsort((group, -prob, pixels))
-    pix = pixels[order]
-    first = np.ones(len(pix), dtype=bool)
-    first[1:] = pix[1:] != pix[:-1]
-    win_pix, win_group = pix[first], group[order][first]
+    # each pixel goes to the group with the highest probability there (ties: the first group): sort by (pixel,
+    # group), then take the first maximum of each pixel's run
+    order = np.argsort(pixels * len(groups) + group)
+    pix, group, prob = pixels[order], group[order], prob[order]
+    start = np.ones(len(pix), dtype=bool)
+    start[1:] = pix[1:] != pix[:-1]
+    run = np.cumsum(start) - 1
+    cand = np.flatnonzero(prob == np.maximum.reduceat(prob, np.flatnonzero(start))[run])
+    first = np.ones(len(cand), dtype=bool)
+    first[1:] = run[cand[1:]] != run[cand[:-1]]
+    win_pix, win_group = pix[cand[first]], group[cand[first]]
     keep = np.bincount(win_group, minlength=len(groups)) >= max(1, min_area)
     lut = np.zeros(len(groups), dtype=np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1)
