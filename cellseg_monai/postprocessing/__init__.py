@@ -3,7 +3,13 @@ per-object measurements."""
 
 from __future__ import annotations
 
-from cellseg_monai.postprocessing.canonical_merge import affine_table, canonical_instances, merge_groups
+from cellseg_monai.postprocessing.canonical_merge import (
+    affine_table,
+    canonical_instances,
+    canonical_point_instances,
+    merge_groups,
+    merge_point_groups,
+)
 from cellseg_monai.postprocessing.classic import ClassicBaseline, nuclei_are_dark, otsu_foreground, otsu_watershed
 from cellseg_monai.postprocessing.instances import (
     WatershedParams,
@@ -33,7 +39,9 @@ __all__ = [
     "maskness",
     "sparse_instances_to_labels",
     "merge_groups",
+    "merge_point_groups",
     "canonical_instances",
+    "canonical_point_instances",
     "affine_table",
     "MEASUREMENT_COLUMNS",
     "ClassicBaseline",

@@ -22,7 +22,13 @@ from collections.abc import Mapping
 import numpy as np
 from monai.utils import convert_to_numpy
 
-__all__ = ["affine_table", "canonical_instances", "merge_groups"]
+__all__ = [
+    "affine_table",
+    "canonical_instances",
+    "canonical_point_instances",
+    "merge_groups",
+    "merge_point_groups",
+]
 
 
 def merge_groups(binary: np.ndarray, overlap: float = 0.5, score: np.ndarray | None = None) -> list[list[int]]:
@@ -35,42 +41,89 @@ def merge_groups(binary: np.ndarray, overlap: float = 0.5, score: np.ndarray | N
 
     Returns:
         Groups of original indices (each group sorted), in order of their smallest index; a group is the instances
-        merged together. Empty masks form no group.
+        merged together. Empty masks form no group. (:func:`merge_point_groups` on the masks' pixels.)
     """
     binary = np.asarray(binary, dtype=bool)
     if binary.ndim != 3:
         raise ValueError(f"binary must be (K, H, W); got shape {binary.shape}.")
+    index, pixels = np.nonzero(binary.reshape(len(binary), -1))
+    return merge_point_groups(index, pixels, len(binary), overlap, score)
+
+
+def _pair_counts(index: np.ndarray, pixels: np.ndarray, k: int) -> np.ndarray:
+    """(K, K) float64 |i ∩ j|: the number of pixels that instances i and j share (the diagonal: their areas)."""
+    order = np.argsort(pixels, kind="stable")
+    pix, idx = pixels[order], index[order]
+    codes = [idx * k + idx]
+    d = 1
+    while d < len(pix):  # pixels held by several instances are runs of the sorted pixels: pair run members d apart
+        same = pix[d:] == pix[:-d]
+        if not same.any():
+            break
+        a, b = idx[:-d][same], idx[d:][same]
+        codes += [a * k + b, b * k + a]
+        d += 1
+    return np.bincount(np.concatenate(codes), minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def merge_point_groups(
+    index: np.ndarray, pixels: np.ndarray, num_instances: int, overlap: float = 0.5, score: np.ndarray | None = None
+) -> list[list[int]]:
+    """:func:`merge_groups` on instances given as pixel lists: instance ``index[i]`` holds pixel ``pixels[i]``.
+
+    Args:
+        index: (P,) ints in [0, K), K = ``num_instances``; pixels: (P,) flat pixel indices (any image size); each
+            (instance, pixel) pair at most once.
+        overlap, score: as :func:`merge_groups`.
+
+    Returns:
+        The groups of :func:`merge_groups` (instances without a pixel form no group).
+    """
     if not 0.0 < overlap <= 1.0:
         raise ValueError(f"overlap must be in (0, 1]; got {overlap!r}.")
-    k = binary.shape[0]
+    k = int(num_instances)
+    index, pixels = np.asarray(index, dtype=np.int64).reshape(-1), np.asarray(pixels, dtype=np.int64).reshape(-1)
     score = np.zeros(k) if score is None else np.array(score, dtype=float).reshape(k)
-    flat = binary.reshape(k, -1).astype(np.float64)
-    area = flat.sum(1)
+    area = np.bincount(index, minlength=k).astype(np.float64)
     alive = area > 0
     members: dict[int, list[int]] = {i: [i] for i in range(k) if alive[i]}
     if len(members) < 2:
         return sorted(members.values())
-    inter = flat @ flat.T
+    inter = _pair_counts(index, pixels, k)
     order = np.arange(k)
+    group = np.arange(k)  # the surviving instance (group) that holds each instance
+    size = int(pixels.max()) + 1
+
+    def ratio_of(rows: np.ndarray | slice, cols: np.ndarray | slice) -> np.ndarray:
+        # a is the smaller instance m of the pair (area, then score, then the higher index); -1 for dead ones
+        area_a, area_b = area[rows, None], area[None, cols]
+        score_a, score_b = score[rows, None], score[None, cols]
+        order_a, order_b = order[rows, None], order[None, cols]
+        smaller = (area_a < area_b) | (
+            (area_a == area_b) & ((score_a < score_b) | ((score_a == score_b) & (order_a > order_b)))
+        )
+        return np.where(smaller & alive[rows, None] & alive[None, cols], inter[rows, cols] / area_a, -1.0)
+
     with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ratio_of(slice(None), slice(None))
         while True:
-            # smaller[a, b]: a is the smaller instance m of the pair (area, then score, then the higher index)
-            area_a, area_b = area[:, None], area[None, :]
-            score_a, score_b = score[:, None], score[None, :]
-            smaller = (area_a < area_b) | (
-                (area_a == area_b) & ((score_a < score_b) | ((score_a == score_b) & (order[:, None] > order[None, :])))
-            )
-            ratio = np.where(smaller & alive[:, None] & alive[None, :], inter / area_a, -1.0)
             m, b = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
             if ratio[m, b] < overlap - 1e-12:
                 break
-            flat[b] = np.maximum(flat[b], flat[m])
-            area[b] = flat[b].sum()
-            score[b] = max(score[b], score[m])
+            group[group == m] = b
             alive[m] = False
+            score[b] = max(score[b], score[m])
             members[int(b)].extend(members.pop(int(m)))
-            inter[b] = flat @ flat[b]
-            inter[:, b] = inter[b]
+            # b becomes b ∪ m: count its pixels shared with every group
+            mask = np.zeros(size, dtype=bool)
+            mask[pixels[group[index] == b]] = True
+            sel = mask[pixels]
+            shared = np.unique(group[index[sel]] * size + pixels[sel])
+            inter[b] = inter[:, b] = np.bincount(shared // size, minlength=k)
+            area[b] = inter[b, b]
+            changed = np.array([m, b])
+            ratio[changed] = ratio_of(changed, slice(None))
+            ratio[:, changed] = ratio_of(slice(None), changed)
     return sorted((sorted(g) for g in members.values()), key=lambda g: g[0])
 
 
@@ -93,9 +146,11 @@ def canonical_instances(
         overlap: merge threshold on |b ∩ m| / |m| (0.5 in the paper).
         min_area: instances with fewer pixels after overlap resolution are dropped.
         merge: apply the merge rule (False = the "without P" ablation: threshold and overlap resolution only).
+        return_groups: also return the groups of instance indices behind labels 1..K.
 
     Returns:
-        (H, W) int32 labels, 0 = background, 1..K.
+        (H, W) int32 labels, 0 = background, 1..K (and the groups). :func:`canonical_point_instances` on the pixels
+        above ``threshold``.
     """
     prob = convert_to_numpy(masks).astype(np.float64)
     if prob.ndim != 3:
@@ -105,27 +160,81 @@ def canonical_instances(
         if pres.shape[0] != prob.shape[0]:
             raise ValueError(f"presence must have N = {prob.shape[0]} values; got {pres.shape[0]}.")
         prob = prob * pres[:, None, None]
+    flat = prob.reshape(len(prob), -1)
+    index, pixels = np.nonzero(flat > threshold)
+    return canonical_point_instances(
+        index,
+        pixels,
+        flat[index, pixels],
+        len(prob),
+        prob.shape[1:],
+        threshold,
+        overlap,
+        min_area,
+        merge,
+        return_groups,
+    )
+
+
+def canonical_point_instances(
+    index: np.ndarray,
+    pixels: np.ndarray,
+    prob: np.ndarray,
+    num_instances: int,
+    shape: tuple[int, ...],
+    threshold: float = 0.5,
+    overlap: float = 0.5,
+    min_area: int = 1,
+    merge: bool = True,
+    return_groups: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[list[int]]]:
+    """:func:`canonical_instances` on instances given as pixel lists, e.g. each instance rendered on its box only.
+
+    Args:
+        index: (P,) instance of each value, ints in [0, N), N = ``num_instances``.
+        pixels: (P,) flat pixel index of each value in an image of ``shape`` (H, W); each (instance, pixel) pair at
+            most once. Pixels not listed for an instance have probability <= threshold (are not its pixels).
+        prob: (P,) the instance's probability p(s) · p(z) at that pixel.
+        num_instances, shape: N and (H, W).
+        threshold, overlap, min_area, merge, return_groups: as :func:`canonical_instances`.
+
+    Returns:
+        As :func:`canonical_instances`: (H, W) int32 labels 0..K (and the groups of instance indices).
+    """
+    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
     binary = prob > threshold
-    labels = np.zeros(prob.shape[1:], dtype=np.int32)
+    index = np.asarray(index, dtype=np.int64).reshape(-1)[binary]
+    pixels = np.asarray(pixels, dtype=np.int64).reshape(-1)[binary]
+    prob = prob[binary]
+    labels = np.zeros(tuple(shape), dtype=np.int32)
     kept: list[list[int]] = []
-    if not binary.any():
+    if len(prob) == 0:
         return (labels, kept) if return_groups else labels
+    n = int(num_instances)
     if merge:
-        groups = merge_groups(binary, overlap, score=(prob * binary).reshape(len(prob), -1).sum(1))
+        groups = merge_point_groups(index, pixels, n, overlap, score=np.bincount(index, weights=prob, minlength=n))
     else:
-        groups = [[i] for i in range(len(prob)) if binary[i].any()]
-    gbin = np.stack([binary[g].any(0) for g in groups])
-    gprob = np.stack([np.where(binary[g], prob[g], 0.0).max(0) for g in groups])
-    gprob[~gbin] = -np.inf
-    winner = gprob.argmax(0)
-    fg = gbin.any(0)
-    next_id = 1
-    for j in range(len(groups)):
-        sel = fg & (winner == j)
-        if sel.sum() >= max(1, min_area):
-            labels[sel] = next_id
-            kept.append(list(groups[j]))
-            next_id += 1
+        groups = [[int(i)] for i in np.unique(index)]
+    group_of = np.full(n, -1, dtype=np.int64)
+    for j, g in enumerate(groups):
+        group_of[g] = j
+    group = group_of[index]
+    # each pixel goes to the group with the highest probability there (ties: the first group): sort by (pixel,
+    # group), then take the first maximum of each pixel's run
+    order = np.argsort(pixels * len(groups) + group)
+    pix, group, prob = pixels[order], group[order], prob[order]
+    start = np.ones(len(pix), dtype=bool)
+    start[1:] = pix[1:] != pix[:-1]
+    run = np.cumsum(start) - 1
+    cand = np.flatnonzero(prob == np.maximum.reduceat(prob, np.flatnonzero(start))[run])
+    first = np.ones(len(cand), dtype=bool)
+    first[1:] = run[cand[1:]] != run[cand[:-1]]
+    win_pix, win_group = pix[cand[first]], group[cand[first]]
+    keep = np.bincount(win_group, minlength=len(groups)) >= max(1, min_area)
+    lut = np.zeros(len(groups), dtype=np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1)
+    labels.reshape(-1)[win_pix] = lut[win_group]
+    kept = [list(groups[j]) for j in np.flatnonzero(keep)]
     return (labels, kept) if return_groups else labels
 
 

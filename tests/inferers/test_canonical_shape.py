@@ -75,3 +75,45 @@ def test_canonical_shape_writer(tmp_path):
 def test_writer_needs_a_canonical_shape_network(tmp_path):
     with pytest.raises(TypeError, match="canonical_shape"):
         CanonicalShapeWriter(nn.Linear(2, 2), tmp_path)
+
+
+class _WholeTile(nn.Module):
+    """The same network without ``render_points``: the predictor renders every instance on the whole tile."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def predict_parameters(self, tiles):
+        return self.net.predict_parameters(tiles)
+
+    def render_instances(self, params, size):
+        return self.net.render_instances(params, size)
+
+
+def _present_net(seed: int) -> CanonicalShapeNet:
+    """A small random network whose instances are mostly present, with varied sizes, shears and offsets."""
+    torch.manual_seed(seed)
+    net = CanonicalShapeNet(in_channels=1, features=8).eval()
+    with torch.no_grad():
+        net.affine_head.weight.normal_(0.0, 0.3)
+        net.presence_head.bias.fill_(1.5)
+    return net
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("too_small_radius", [False, True])
+def test_box_rendering_gives_the_labels_of_whole_tile_rendering(seed, too_small_radius):
+    net = _present_net(seed)
+    tiles = torch.rand(3, 1, 64, 80, generator=torch.Generator().manual_seed(seed))
+    predictor = CanonicalShapePredictor()
+    if too_small_radius:  # boxes that cut the instances: the border check renders those on the whole tile
+        predictor._support_radius = lambda shape: 0.3
+    with torch.no_grad():
+        fast = predictor(net, tiles)
+        reference = CanonicalShapePredictor()(_WholeTile(net), tiles)
+    assert sum(int(r["labels"].max()) for r in reference) > 10  # a non-trivial case
+    for got, expected in zip(fast, reference, strict=True):
+        np.testing.assert_array_equal(got["labels"], expected["labels"])
+        np.testing.assert_array_equal(got["attributes"], expected["attributes"])
+        np.testing.assert_array_equal(got["scores"], expected["scores"])

@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from cellseg_monai.networks.canonical_shape import CanonicalShapeNet, DilatedResNet, render_instances
+from cellseg_monai.networks.canonical_shape import (
+    CanonicalShapeNet,
+    DilatedResNet,
+    box_pixels,
+    instance_boxes,
+    render_instances,
+    render_points,
+    shape_support_radius,
+)
 from cellseg_monai.networks.canonical_shape.implicit_shape import ImplicitShapeMLP
 
 STRIDE = 16
@@ -241,3 +249,54 @@ def test_chunked_rendering_without_gradients_equals_the_full_maximum():
     with torch.no_grad():
         chunked = net.render(params, (64, 80))
     torch.testing.assert_close(chunked, full.detach())
+
+
+def _random_params(b: int = 2, n: int = 6, hw: tuple[int, int] = (40, 56), seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    L = torch.zeros(b, n, 2, 2)
+    L[..., 0, 0] = 2.0 + 6.0 * torch.rand(b, n, generator=g)
+    L[..., 1, 1] = 2.0 + 6.0 * torch.rand(b, n, generator=g)
+    L[..., 1, 0] = 4.0 * torch.rand(b, n, generator=g) - 2.0
+    centre = torch.rand(b, n, 2, generator=g) * torch.tensor([hw[1], hw[0]], dtype=torch.float32)
+    return {
+        "L": L,
+        "t": torch.randn(b, n, 2, generator=g),
+        "centre": centre,
+        "presence": 0.5 + 0.5 * torch.rand(b, n, generator=g),
+        "image_size": torch.tensor([float(hw[0]), float(hw[1])]).expand(b, 2),
+    }
+
+
+def test_box_pixels_against_a_loop():
+    boxes = torch.tensor([[0, 0, 2, 3], [5, 5, 5, 9], [1, 4, 4, 6], [3, 3, 2, 8]])  # the 2nd and 4th are empty
+    index, rows, cols = box_pixels(boxes)
+    expected = [
+        (i, r, c) for i, (y0, x0, y1, x1) in enumerate(boxes.tolist()) for r in range(y0, y1) for c in range(x0, x1)
+    ]
+    assert list(zip(index.tolist(), rows.tolist(), cols.tolist(), strict=True)) == expected
+
+
+@pytest.mark.parametrize("size", [(40, 56), (20, 28), (80, 112)])  # full, half and double resolution
+def test_render_points_on_boxes_equals_the_full_rendering(size):
+    params = _random_params()
+    shape = ImplicitShapeMLP()  # initial shape: a soft disc of radius 1
+    full = render_instances(shape, params, size)  # (B, N, H', W')
+    radius = shape_support_radius(shape, 0.5)
+    assert radius == pytest.approx(1.0, abs=0.02)
+    boxes = instance_boxes(params, radius, size)  # (B, N, 4)
+    index, rows, cols = box_pixels(boxes.reshape(-1, 4))
+    with torch.no_grad():
+        values = render_points(shape, params, index, rows, cols, size)
+    n = params["L"].shape[1]
+    expected = full.reshape(-1, *size)[index, rows, cols]
+    torch.testing.assert_close(values, expected, rtol=1e-6, atol=1e-7)
+    # every pixel above 0.5 lies in its instance's box
+    inside = torch.zeros_like(full, dtype=torch.bool).reshape(-1, *size)
+    inside[index, rows, cols] = True
+    assert not ((full.reshape(-1, *size) > 0.5) & ~inside).any()
+    assert boxes.shape == (2, n, 4) and inside.sum() < 0.5 * inside.numel()  # the boxes are much smaller than the grid
+
+
+def test_support_radius_of_an_analytic_disc_and_of_an_empty_shape():
+    assert shape_support_radius(AnalyticDisc(radius=2.5), 0.5) == pytest.approx(2.5, abs=0.02)
+    assert shape_support_radius(AnalyticDisc(radius=2.5, sharpness=1.0), 0.95) == 0.0  # max p(s) = sigmoid(2.5) < 0.95

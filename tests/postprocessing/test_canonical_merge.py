@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.utils import convert_to_numpy
 
-from cellseg_monai.postprocessing.canonical_merge import affine_table, canonical_instances, merge_groups
+from cellseg_monai.postprocessing.canonical_merge import (
+    affine_table,
+    canonical_instances,
+    canonical_point_instances,
+    merge_groups,
+)
 
 H = W = 40
 
@@ -144,3 +150,142 @@ def test_affine_table_filters_and_unbatched():
     rows = affine_table(params, min_presence=0.5)
     assert [r["instance"] for r in rows] == [0]
     assert len(affine_table(params)) == 2
+
+
+# the dense implementation these functions replaced (whole-image masks, a (K, K) matmul per merge), kept as the
+# independent reference of the pixel-list implementation
+def _dense_merge_groups(binary: np.ndarray, overlap: float = 0.5, score: np.ndarray | None = None) -> list[list[int]]:
+    binary = np.asarray(binary, dtype=bool)
+    if binary.ndim != 3:
+        raise ValueError(f"binary must be (K, H, W); got shape {binary.shape}.")
+    if not 0.0 < overlap <= 1.0:
+        raise ValueError(f"overlap must be in (0, 1]; got {overlap!r}.")
+    k = binary.shape[0]
+    score = np.zeros(k) if score is None else np.array(score, dtype=float).reshape(k)
+    flat = binary.reshape(k, -1).astype(np.float64)
+    area = flat.sum(1)
+    alive = area > 0
+    members: dict[int, list[int]] = {i: [i] for i in range(k) if alive[i]}
+    if len(members) < 2:
+        return sorted(members.values())
+    inter = flat @ flat.T
+    order = np.arange(k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while True:
+            # smaller[a, b]: a is the smaller instance m of the pair (area, then score, then the higher index)
+            area_a, area_b = area[:, None], area[None, :]
+            score_a, score_b = score[:, None], score[None, :]
+            smaller = (area_a < area_b) | (
+                (area_a == area_b) & ((score_a < score_b) | ((score_a == score_b) & (order[:, None] > order[None, :])))
+            )
+            ratio = np.where(smaller & alive[:, None] & alive[None, :], inter / area_a, -1.0)
+            m, b = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+            if ratio[m, b] < overlap - 1e-12:
+                break
+            flat[b] = np.maximum(flat[b], flat[m])
+            area[b] = flat[b].sum()
+            score[b] = max(score[b], score[m])
+            alive[m] = False
+            members[int(b)].extend(members.pop(int(m)))
+            inter[b] = flat @ flat[b]
+            inter[:, b] = inter[b]
+    return sorted((sorted(g) for g in members.values()), key=lambda g: g[0])
+
+
+def _dense_canonical_instances(
+    masks: np.ndarray,
+    presence: np.ndarray | None = None,
+    threshold: float = 0.5,
+    overlap: float = 0.5,
+    min_area: int = 1,
+    merge: bool = True,
+    return_groups: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[list[int]]]:
+    prob = convert_to_numpy(masks).astype(np.float64)
+    if prob.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W); got shape {prob.shape}.")
+    if presence is not None:
+        pres = convert_to_numpy(presence).astype(np.float64).reshape(-1)
+        if pres.shape[0] != prob.shape[0]:
+            raise ValueError(f"presence must have N = {prob.shape[0]} values; got {pres.shape[0]}.")
+        prob = prob * pres[:, None, None]
+    binary = prob > threshold
+    labels = np.zeros(prob.shape[1:], dtype=np.int32)
+    kept: list[list[int]] = []
+    if not binary.any():
+        return (labels, kept) if return_groups else labels
+    if merge:
+        groups = _dense_merge_groups(binary, overlap, score=(prob * binary).reshape(len(prob), -1).sum(1))
+    else:
+        groups = [[i] for i in range(len(prob)) if binary[i].any()]
+    gbin = np.stack([binary[g].any(0) for g in groups])
+    gprob = np.stack([np.where(binary[g], prob[g], 0.0).max(0) for g in groups])
+    gprob[~gbin] = -np.inf
+    winner = gprob.argmax(0)
+    fg = gbin.any(0)
+    next_id = 1
+    for j in range(len(groups)):
+        sel = fg & (winner == j)
+        if sel.sum() >= max(1, min_area):
+            labels[sel] = next_id
+            kept.append(list(groups[j]))
+            next_id += 1
+    return (labels, kept) if return_groups else labels
+
+
+def _random_instances(seed: int, k: int = 12, size: int = 48) -> np.ndarray:
+    """(k, size, size) probabilities: overlapping discs and rectangles, some equal-area pairs, a few empty."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((k, size, size))
+    for i in range(k):
+        cy, cx = rng.integers(4, size - 4, 2)
+        if i % 3 == 0:
+            r = rng.uniform(2, 9)
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        else:
+            h, w = rng.integers(2, 12, 2)
+            m = (abs(yy - cy) <= h) & (abs(xx - cx) <= w)
+        if i % 5 == 4:  # a copy of an earlier instance shifted by a pixel: the duplicates P merges
+            m = np.roll(masks[i - 1] > 0, 1, axis=int(rng.integers(2)))
+        masks[i] = np.where(m, rng.choice([0.6, 0.8, 0.9], size=m.shape), 0.0)
+    masks[rng.integers(k)] = 0.0
+    return masks
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("merge,overlap,min_area", [(True, 0.5, 1), (True, 0.3, 10), (False, 0.5, 5)])
+def test_pixel_lists_equal_the_dense_reference(seed, merge, overlap, min_area):
+    masks = _random_instances(seed)
+    expected, expected_groups = _dense_canonical_instances(masks, None, 0.5, overlap, min_area, merge, True)
+    labels, groups = canonical_instances(masks, None, 0.5, overlap, min_area, merge, True)
+    np.testing.assert_array_equal(labels, expected)
+    assert groups == expected_groups
+    binary = masks > 0.5
+    assert merge_groups(binary, overlap) == _dense_merge_groups(binary, overlap)
+    # the same instances given on boxes only (with pixels below the threshold inside the boxes)
+    index, pixels, prob = [], [], []
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m > 0)
+        if len(ys) == 0:
+            continue
+        by, bx = np.mgrid[max(0, ys.min() - 2) : ys.max() + 3, max(0, xs.min() - 2) : xs.max() + 3]
+        by, bx = by.clip(max=m.shape[0] - 1).ravel(), bx.clip(max=m.shape[1] - 1).ravel()
+        flat = np.unique(by * m.shape[1] + bx)
+        index.append(np.full(len(flat), i))
+        pixels.append(flat)
+        prob.append(m.reshape(-1)[flat])
+    out = canonical_point_instances(
+        np.concatenate(index),
+        np.concatenate(pixels),
+        np.concatenate(prob),
+        len(masks),
+        masks.shape[1:],
+        0.5,
+        overlap,
+        min_area,
+        merge,
+        True,
+    )
+    np.testing.assert_array_equal(out[0], expected)
+    assert out[1] == expected_groups

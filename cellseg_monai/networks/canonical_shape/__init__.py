@@ -5,13 +5,27 @@ canonical shape)."""
 from __future__ import annotations
 
 from .implicit_shape import ImplicitShapeMLP
-from .network import BACKBONES, CanonicalShapeNet, DilatedResNet, canonical_coordinates, render_instances
+from .network import (
+    BACKBONES,
+    CanonicalShapeNet,
+    DilatedResNet,
+    box_pixels,
+    canonical_coordinates,
+    instance_boxes,
+    render_instances,
+    render_points,
+    shape_support_radius,
+)
 
 __all__ = [
     "BACKBONES",
     "CanonicalShapeNet",
     "DilatedResNet",
     "ImplicitShapeMLP",
+    "box_pixels",
     "canonical_coordinates",
+    "instance_boxes",
     "render_instances",
+    "render_points",
+    "shape_support_radius",
 ]

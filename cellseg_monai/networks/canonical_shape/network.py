@@ -49,7 +49,17 @@ from torch import Tensor, nn
 from cellseg_monai.networks.canonical_shape.implicit_shape import ImplicitShapeMLP
 from cellseg_monai.torchscript import shape_repr
 
-__all__ = ["BACKBONES", "CanonicalShapeNet", "DilatedResNet", "canonical_coordinates", "render_instances"]
+__all__ = [
+    "BACKBONES",
+    "CanonicalShapeNet",
+    "DilatedResNet",
+    "box_pixels",
+    "canonical_coordinates",
+    "instance_boxes",
+    "render_instances",
+    "render_points",
+    "shape_support_radius",
+]
 
 #: name -> (block type, blocks per stage). "resnet50" is the paper's encoder (Sec. 2.4); "resnet10" the CPU default.
 BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -235,6 +245,103 @@ def render_instances(
     return prob
 
 
+def shape_support_radius(shape: nn.Module, level: float, r_max: float = 1e4, angles: int = 180) -> float:
+    """Largest canonical radius |X_c| at which the canonical shape has p(s) > ``level``, found by a polar scan.
+
+    The scan samples ``angles`` directions at radii 0..8 (step 0.01) then geometrically up to ``r_max``; its result
+    bounds the support {p(s) > level} of smooth shapes such as :class:`ImplicitShapeMLP` (a disc of radius ~1 at
+    initialisation) up to the sampling step. 0.0 when no sample exceeds ``level``. Used to render instances on their
+    boxes only (:func:`instance_boxes`); :class:`~cellseg_monai.inferers.CanonicalShapePredictor` also checks that
+    no box border exceeds the level.
+    """
+    p = next(shape.parameters(), None)
+    dev, dt = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    radii = torch.cat([torch.linspace(0.0, 8.0, 801), torch.logspace(math.log10(8.0), math.log10(r_max), 200)])
+    theta = torch.arange(angles, dtype=torch.float64) * (2 * math.pi / angles)
+    xy = torch.stack([radii[None, :] * torch.cos(theta)[:, None], radii[None, :] * torch.sin(theta)[:, None]], -1)
+    with torch.no_grad():
+        inside = torch.exp(shape(xy.to(device=dev, dtype=dt))).cpu() > level  # (angles, radii)
+    hit = inside.any(0).nonzero()
+    return float(radii[hit[-1, 0]]) if len(hit) else 0.0
+
+
+def instance_boxes(params: dict[str, Tensor], radius: float, size: Sequence[int]) -> Tensor:
+    """Pixel boxes of a (H', W') grid holding each instance's canonical disc |X_c| <= ``radius`` (plus one pixel).
+
+    X = L X_c + c + t with |X_c| <= radius lies within radius · |row i of L| of c + t along axis i (x: |l11|, y:
+    sqrt(l21² + l22²)); a pixel is in the box when its centre (input pixels, see the module docstring) is, with
+    one pixel of margin on every side.
+
+    Args:
+        params: :meth:`CanonicalShapeNet.predict_parameters`'s dict ("L", "t", "centre", "image_size").
+        radius: canonical radius, e.g. :func:`shape_support_radius`.
+        size: output (H', W').
+
+    Returns:
+        (B, N, 4) int64 (y0, x0, y1, x1), half-open, clipped to the grid (may be empty).
+    """
+    h_out, w_out = int(size[0]), int(size[1])
+    L, pos, image_size = params["L"], params["centre"] + params["t"], params["image_size"]
+    sy = (image_size[:, 0].to(L.dtype) / h_out)[:, None]  # input pixels per output pixel, (B, 1)
+    sx = (image_size[:, 1].to(L.dtype) / w_out)[:, None]
+    ex = radius * L[..., 0, 0].abs()
+    ey = radius * torch.sqrt(L[..., 1, 0] ** 2 + L[..., 1, 1] ** 2)
+    y0 = torch.floor((pos[..., 1] - ey) / sy - 0.5) - 1
+    y1 = torch.ceil((pos[..., 1] + ey) / sy - 0.5) + 2
+    x0 = torch.floor((pos[..., 0] - ex) / sx - 0.5) - 1
+    x1 = torch.ceil((pos[..., 0] + ex) / sx - 0.5) + 2
+    lo = torch.zeros((), dtype=L.dtype, device=L.device)
+    boxes = torch.stack([y0.clamp(lo, h_out), x0.clamp(lo, w_out), y1.clamp(lo, h_out), x1.clamp(lo, w_out)], -1)
+    return boxes.nan_to_num(0.0).long()
+
+
+def box_pixels(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The pixels of M boxes, box after box, each in row-major order.
+
+    Args:
+        boxes: (M, 4) int (y0, x0, y1, x1), half-open; empty boxes have no pixel.
+
+    Returns:
+        (index, row, col), each (P,) int64 with P = the sum of the box areas: the box of every pixel and its position.
+    """
+    boxes = boxes.long()
+    hgt = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    wid = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    area = hgt * wid
+    index = torch.repeat_interleave(torch.arange(len(boxes), device=boxes.device), area)
+    local = torch.arange(len(index), device=boxes.device) - (torch.cumsum(area, 0) - area)[index]
+    w = wid[index]
+    return index, boxes[index, 0] + torch.div(local, w, rounding_mode="floor"), boxes[index, 1] + local % w
+
+
+def render_points(
+    shape: nn.Module, params: dict[str, Tensor], index: Tensor, rows: Tensor, cols: Tensor, size: Sequence[int]
+) -> Tensor:
+    """p(s | L⁻¹ (X - c - t)) · p(z) of given (instance, pixel) pairs of a (H', W') grid (Eq. 1-2), e.g. the pixels
+    of each instance's box (:func:`instance_boxes`, :func:`box_pixels`); the same values as :func:`render_instances`.
+
+    Args:
+        shape: canonical shape (..., 2) → log p(s) (...), e.g. :class:`ImplicitShapeMLP`.
+        params: :meth:`CanonicalShapeNet.predict_parameters`'s dict, (B, N, ...) tensors.
+        index: (P,) flat instance index b · N + n; rows, cols: (P,) output pixel of each pair.
+        size: output (H', W').
+
+    Returns:
+        (P,) probabilities in [0, 1].
+    """
+    L, image_size = params["L"], params["image_size"]
+    n = L.shape[1]
+    dt = L.dtype
+    flat_l = L.reshape(-1, 2, 2)[index]
+    pos = (params["centre"] + params["t"]).reshape(-1, 2)[index]
+    img = image_size.to(dt)[torch.div(index, n, rounding_mode="floor")]
+    ys = (rows.to(dt) + 0.5) * (img[:, 0] / int(size[0]))
+    xs = (cols.to(dt) + 0.5) * (img[:, 1] / int(size[1]))
+    xc = (xs - pos[:, 0]) / flat_l[:, 0, 0]  # forward substitution of L X_c = X - c - t, as canonical_coordinates
+    yc = ((ys - pos[:, 1]) - flat_l[:, 1, 0] * xc) / flat_l[:, 1, 1]
+    return torch.exp(shape(torch.stack([xc, yc], dim=-1))) * params["presence"].reshape(-1)[index]
+
+
 class CanonicalShapeNet(nn.Module):
     """Weakly supervised nuclei instances as affine placements of one learned canonical shape (Costa et al. 2022).
 
@@ -362,6 +469,12 @@ class CanonicalShapeNet(nn.Module):
         """Per-instance masks p(s) · p(z) (Eq. 1-2) at any (H', W'): (B, N, H', W') in [0, 1]."""
         # :func:`render_instances` with this network's shape (a module cannot be a TorchScript function argument)
         return torch.exp(self.shape(canonical_coordinates(params, size))) * params["presence"][..., None, None]
+
+    def render_points(
+        self, params: dict[str, Tensor], index: Tensor, rows: Tensor, cols: Tensor, size: tuple[int, int]
+    ) -> Tensor:
+        """p(s) · p(z) of (instance, pixel) pairs only, see :func:`render_points`: (P,) in [0, 1]."""
+        return render_points(self.shape, params, index, rows, cols, size)
 
     def render(self, params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
         """Combined mask max_n p(s) · p(z) (Eq. 2) at any (H', W'): (B, 1, H', W') in [0, 1].
