@@ -137,9 +137,15 @@ def matmul_gflops(
 
 
 def conv3x3_gflops(
-    channels: int = 64, size: int = 256, batch: int = 4, repeats: int = 5, device: torch.device | str = "cpu"
+    channels: int = 64,
+    size: int = 256,
+    batch: int = 4,
+    repeats: int = 5,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Throughput of a large 3×3 convolution (``channels`` → ``channels``, padding 1, float32, no gradient).
+    """Throughput of a large 3×3 convolution (``channels`` → ``channels``, padding 1, no gradient), in ``dtype``
+    (float32; bfloat16 runs channels_last, the layout :class:`cellseg_monai.inferers.FastInferer` uses).
 
     FLOPs are ``2·C·C·9·H·W`` per image (a multiply-add = 2 FLOPs, the count of :func:`forward_flops`), so a
     network's achieved GFLOP/s and this peak are on the same scale.
@@ -149,8 +155,10 @@ def conv3x3_gflops(
     """
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.rand(batch, channels, size, size, generator=gen).to(device)
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device).eval()
+    x = torch.rand(batch, channels, size, size, generator=gen).to(device=device, dtype=dtype)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device=device, dtype=dtype).eval()
+    if dtype != torch.float32:
+        x, conv = x.contiguous(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
     with torch.no_grad():
         seconds = median_seconds(lambda: conv(x), repeats=repeats, device=device)
     return 2.0 * channels * channels * 9 * size * size * batch / seconds / 1e9

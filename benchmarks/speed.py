@@ -134,6 +134,28 @@ def efficiency(flops: float, seconds: float, peaks_gflops: Sequence[float]) -> t
     return achieved, achieved / peak
 
 
+def measure_peaks(dtype: Any = None) -> dict[str, float]:
+    """Matmul and 3×3-convolution peaks of this process in float32, and in ``dtype`` too when a bundle computes in
+    it (bfloat16 on an AMX CPU: keys ``matmul_bfloat16``, ``conv3x3_bfloat16``)."""
+    import torch
+
+    from benchmarks.measure import conv3x3_gflops, matmul_gflops
+
+    peaks = {"matmul": matmul_gflops(2048, repeats=5), "conv3x3": conv3x3_gflops()}
+    if dtype is not None and dtype != torch.float32:
+        name = str(dtype).replace("torch.", "")
+        peaks[f"matmul_{name}"] = matmul_gflops(2048, repeats=5, dtype=dtype)
+        peaks[f"conv3x3_{name}"] = conv3x3_gflops(dtype=dtype)
+    return peaks
+
+
+def peaks_for(precision: str, peaks: dict[str, float]) -> list[float]:
+    """The peaks that fit a bundle computing in ``precision`` ("float32", "bfloat16", ...): that precision's."""
+    if precision == "float32":
+        return [v for k, v in peaks.items() if "_" not in k]
+    return [v for k, v in peaks.items() if k.endswith("_" + precision)]
+
+
 def peer_ratios(bundle_s_per_mp: float, peers: dict[str, float | None]) -> dict[str, float | None]:
     """``peer s/MP ÷ bundle s/MP`` for each peer (> 1: the bundle is that many times faster); None where unknown."""
     return {name: (value / bundle_s_per_mp if value and bundle_s_per_mp > 0 else None) for name, value in peers.items()}
@@ -218,7 +240,7 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks.infer import load_state_dict
-    from benchmarks.measure import conv3x3_gflops, matmul_gflops, parameter_count
+    from benchmarks.measure import parameter_count
 
     name, work = args.name, Path(args.work)
     root = REPO / "bundles" / name
@@ -246,8 +268,13 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
         postprocessing({**item, "pred": pred[0]})
 
     result: dict[str, Any] = {"bundle": name, "params": parameter_count(network), "sizes": {}}
-    # the peaks again, in this process, right before its own timings: same threads, same neighbours on the machine
-    result["peaks_gflops"] = {"matmul": matmul_gflops(2048, repeats=5), "conv3x3": conv3x3_gflops()}
+    from cellseg_monai.inferers import autocast_dtype
+
+    # the precision the bundle's FastInferer computes in here, and the peaks again in this process right before its
+    # own timings (same threads, same neighbours on the machine), in float32 and in that precision
+    dtype = autocast_dtype(str(parser["inference_precision"]), "cpu") if "inference_precision" in parser else None
+    result["precision"] = str(dtype or torch.float32).replace("torch.", "")
+    result["peaks_gflops"] = measure_peaks(dtype)
     for size in args.sizes:
         item = load(work / "images" / f"nuclei{size}.tif")
         repeats = args.repeats_large if size >= 2048 else args.repeats
@@ -483,10 +510,12 @@ def _report(doc: dict[str, Any]) -> str:
         f"MONAI {doc['machine']['monai']}. Load average (1, 5, 15 min) before: {doc['load_before']}, after: "
         f"{doc['load_after']} — on a busy machine every figure is slower than the machine can do.",
         "",
-        f"Measured peaks ({doc['threads']} threads, float32): dense matmul {peaks['matmul']:.1f} GFLOP/s, "
-        f"3×3 convolution (64→64 channels, 4×256²) {peaks['conv3x3']:.1f} GFLOP/s; each bundle's process measures "
-        "both again right before its own timings (its `peaks_gflops` in the JSON), and its efficiency is taken against "
-        "the largest of the four.",
+        f"Measured peaks ({doc['threads']} threads): "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in peaks.items())
+        + " GFLOP/s (matmul: dense 2048² `torch.mm`; conv3x3: 64→64 channels, 4×256², bfloat16 channels_last). "
+        "Each bundle's process measures them again right before its own timings (its `peaks_gflops` in the JSON); "
+        "its efficiency is taken against the largest peak of the precision it computes in (column *precision*): a "
+        "bfloat16 network against the bfloat16 peaks, a float32 one against the float32 peaks.",
         "",
         "## Full inference, shipped weights",
         "",
@@ -496,10 +525,10 @@ def _report(doc: dict[str, Any]) -> str:
         "",
         "| bundle | "
         + " | ".join(f"s/MP {s}²" for s in sizes)
-        + f" | network s/MP {ref_size}² | post s/MP {ref_size}² | objects {ref_size}² | peak RSS MB | GFLOP/MP "
+        + f" | network s/MP {ref_size}² | post s/MP {ref_size}² | objects {ref_size}² | peak RSS MB | precision | GFLOP/MP "
         "| achieved GFLOP/s "
         "| % of peak | train patches/s (batch) |",
-        "|---|" + "---|" * (len(sizes) + 8),
+        "|---|" + "---|" * (len(sizes) + 9),
     ]
     for b in doc["bundles"]:
         if "sizes" not in b:
@@ -518,7 +547,8 @@ def _report(doc: dict[str, Any]) -> str:
             f"| {b['bundle']} | "
             + " | ".join(_fmt(b["sizes"].get(s, {}).get("s_per_mp"), ".3f") for s in sizes)
             + f" | {_fmt(ref.get('net_s_per_mp'), '.3f')} | {_fmt(ref.get('post_s_per_mp'), '.3f')} "
-            f"| {ref.get('objects', '—')} | {b['peak_rss_mb']:.0f} | {_fmt(eff.get('gflop_per_mp'), '.1f')} "
+            f"| {ref.get('objects', '—')} | {b['peak_rss_mb']:.0f} | {b.get('precision', 'float32')} "
+            f"| {_fmt(eff.get('gflop_per_mp'), '.1f')} "
             f"| {_fmt(eff.get('achieved_gflops'), '.1f')} | {_fmt(eff.get('peak_fraction'), '.1f', 100)} | {tp} |"
         )
     lines += [
@@ -639,7 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from benchmarks.measure import conv3x3_gflops, machine_info, matmul_gflops
+    from benchmarks.measure import machine_info
+    from cellseg_monai.inferers import cpu_has_native_bfloat16
 
     start = time.monotonic()
     torch.set_num_threads(args.threads)
@@ -651,8 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = _load()
     print(f"work folder {work}; load {load_before}", flush=True)
     _write_images(work, sorted(set(args.sizes) | set(args.peer_sizes)))
-    peaks = {"matmul": matmul_gflops(2048, device="cpu"), "conv3x3": conv3x3_gflops()}
-    print(f"peaks: matmul {peaks['matmul']:.1f}, conv3x3 {peaks['conv3x3']:.1f} GFLOP/s", flush=True)
+    peaks = measure_peaks(torch.bfloat16 if cpu_has_native_bfloat16() else None)
+    print("peaks: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()) + " GFLOP/s", flush=True)
 
     peers: list[dict[str, Any]] = []
     peer_python = PEER_VENV / "bin" / "python"
@@ -668,12 +699,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.bundles:
         print(f"bundle {name}", flush=True)
         result = {"bundle": name, **_run_child(sys.executable, "bundle", name, args, work)}
-        own = list(result.get("peaks_gflops", {}).values())
+        precision = result.get("precision", "float32")
+        fitting = peaks_for(precision, result.get("peaks_gflops", {})) + peaks_for(precision, peaks)
         for entry in result.get("sizes", {}).values():
-            if "flops" in entry:  # against the larger of the peaks measured in the child and here
-                entry["achieved_gflops"], entry["peak_fraction"] = efficiency(
-                    entry["flops"], entry["net_s"], [*own, *peaks.values()]
-                )
+            if "flops" in entry:  # against the largest peak of the bundle's precision, measured in the child or here
+                entry["achieved_gflops"], entry["peak_fraction"] = efficiency(entry["flops"], entry["net_s"], fitting)
         bundles.append(result)
     doc = {
         "command": "python benchmarks/speed.py " + " ".join(argv),

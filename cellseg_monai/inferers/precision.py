@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 __all__ = ["PRECISIONS", "FastInferer", "autocast_dtype", "cpu_has_native_bfloat16"]
@@ -81,7 +82,10 @@ def _to_float32(out: Any) -> Any:
 
 
 def _channels_last(x: Any) -> Any:
+    """A 4D tensor in channels_last layout, as a plain tensor (a batched MetaTensor's layout copy would lose its
+    batch metadata; the network needs none)."""
     if isinstance(x, torch.Tensor) and x.ndim == 4:
+        x = x.as_tensor() if isinstance(x, MetaTensor) else x
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -152,5 +156,5 @@ class FastInferer(Inferer):
         if self.scope == "network":
             return self.inferer(inputs, _FastNetwork(network, dtype, self.channels_last), *args, **kwargs)
         with torch.autocast(inputs.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = self.inferer(_channels_last(inputs) if self.channels_last else inputs, network, *args, **kwargs)
+            out = self.inferer(inputs, network, *args, **kwargs)  # the inner inferer's own inputs (and metadata)
         return _to_float32(out) if dtype is not None else out

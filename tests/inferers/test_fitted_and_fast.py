@@ -141,3 +141,16 @@ def test_fast_inferer_refuses_unknown_options():
         FastInferer(SimpleInferer(), precision="int8")
     with pytest.raises(ValueError, match="scope"):
         FastInferer(SimpleInferer(), scope="everything")
+
+
+def test_fast_inferer_keeps_a_batched_metatensor_usable():
+    from monai.data import MetaTensor
+    from monai.data.utils import decollate_batch
+
+    net = _Net().eval()
+    x = MetaTensor(torch.rand(2, 3, 8, 8), meta={"id": ["a", "b"]})
+    x.is_batch = True
+    with torch.no_grad():
+        out = FastInferer(SimpleInferer(), precision="float32")(x, net)
+    assert net.seen == [(torch.float32, True)]
+    assert len(decollate_batch({"image": x, "pred": out["out"]})) == 2
