@@ -188,7 +188,11 @@ def measure_bundle(
 
     result = _timed_loop(items, warmup, step)
     first = items[0]["image"][None].to(device)
-    roi = getattr(inferer, "roi_size", None)
+    inner = getattr(inferer, "inferer", inferer)  # a FastInferer's wrapped inferer
+    if hasattr(inner, "tiles"):  # FittedSlidingWindowInferer: the tile it fits to the first image
+        roi = inner.tiles(first.shape[2:])[0]
+    else:
+        roi = getattr(inner, "roi_size", None)
     tile = [int(s) for s in (roi if roi is not None else first.shape[-2:])]
     with torch.no_grad():
         tile_flops = forward_flops(network, torch.zeros(1, first.shape[1], *tile, device=device))
