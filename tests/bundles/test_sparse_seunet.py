@@ -45,11 +45,13 @@ def test_an_image_larger_than_a_tile_is_stitched_into_consecutive_labels(flows):
 
 @pytest.mark.parametrize("configs", [["train.json"], ["inference.json"]])
 def test_the_inferer_tiles_at_the_training_patch_size(configs):
-    from cellseg_monai.inferers import TiledInstanceInferer
+    from cellseg_monai.inferers import FastInferer, TiledInstanceInferer
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / c) for c in configs])
     parser["patch_size"] = [96, 80]
-    inferer = parser.get_parsed_content("inferer")
+    wrapper = parser.get_parsed_content("inferer")
+    assert isinstance(wrapper, FastInferer) and wrapper.precision == parser["inference_precision"]
+    inferer = wrapper.inferer
     assert isinstance(inferer, TiledInstanceInferer)
     assert inferer.roi_size == (96, 80) and inferer.num_pixel_channels == len(parser["heads"])
