@@ -2,8 +2,9 @@
 
 :class:`FastInferer` wraps another inferer (MONAI's or ours). Per call it
 
-- puts the network's parameters and the input in ``channels_last`` layout (oneDNN's and cuDNN's fast path for 2D
-  convolutions; once per network, no copy of the weights is kept);
+- puts the network's parameters and the input in ``channels_last`` layout for the call (oneDNN's and cuDNN's fast
+  path for 2D convolutions) and gives the network back in the layout it came in (a trainer that validates with it
+  trains on as before, bit for bit);
 - runs the network under :func:`torch.autocast` in ``bfloat16`` on a CPU that computes it natively (Intel AMX or
   AVX512-BF16; elsewhere bfloat16 is emulated and slower than float32, so ``"auto"`` keeps float32) and in
   ``float16`` on CUDA (automatic mixed precision);
@@ -143,18 +144,25 @@ class FastInferer(Inferer):
         self.channels_last = bool(channels_last)
         self.scope = scope
 
-    def _prepare(self, network: Any) -> None:
+    def _prepare(self, network: Any) -> bool:
+        """Put the network's 4D weights in channels_last; True when they were not (to be restored after the call)."""
         if not self.channels_last or not isinstance(network, torch.nn.Module):
-            return
+            return False
         weights = [p for p in network.parameters() if p.ndim == 4]
         if weights and not all(p.is_contiguous(memory_format=torch.channels_last) for p in weights):
-            network.to(memory_format=torch.channels_last)  # in place; again after a reload replaced the weights
+            network.to(memory_format=torch.channels_last)
+            return True
+        return False
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         dtype = autocast_dtype(self.precision, inputs.device)
-        self._prepare(network)
-        if self.scope == "network":
-            return self.inferer(inputs, _FastNetwork(network, dtype, self.channels_last), *args, **kwargs)
-        with torch.autocast(inputs.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = self.inferer(inputs, network, *args, **kwargs)  # the inner inferer's own inputs (and metadata)
-        return _to_float32(out) if dtype is not None else out
+        converted = self._prepare(network)
+        try:
+            if self.scope == "network":
+                return self.inferer(inputs, _FastNetwork(network, dtype, self.channels_last), *args, **kwargs)
+            with torch.autocast(inputs.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = self.inferer(inputs, network, *args, **kwargs)  # the inner inferer's own inputs (and metadata)
+            return _to_float32(out) if dtype is not None else out
+        finally:
+            if converted:  # the network is left as it came: a trainer validating with it keeps its own layout
+                network.to(memory_format=torch.contiguous_format)
