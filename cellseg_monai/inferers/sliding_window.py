@@ -63,6 +63,8 @@ class FittedSlidingWindowInferer(Inferer):
         overlap: overlap of neighbouring tiles as a fraction of ``roi_size`` (so a fixed number of pixels,
             whatever the fitted tile), in [0, 1).
         divisible_by: tile sides are multiples of this (e.g. 2**depth of a U-Net); small images are padded to it.
+        min_tile: no tile side below this (rounded up to ``divisible_by``): a network whose deepest level normalises
+            over space (instance norm) needs more than one pixel there, e.g. 32 for a depth-4 U-Net.
         sw_batch_size: tiles per network call.
         mode, sigma_scale, padding_mode, cval: as MONAI's :func:`~monai.inferers.sliding_window_inference`.
 
@@ -76,6 +78,7 @@ class FittedSlidingWindowInferer(Inferer):
         overlap: float = 0.125,
         divisible_by: int = 16,
         sw_batch_size: int = 1,
+        min_tile: int = 1,
         mode: str = "gaussian",
         sigma_scale: float = 0.125,
         padding_mode: str = "constant",
@@ -89,6 +92,7 @@ class FittedSlidingWindowInferer(Inferer):
         self.roi_size = roi_size
         self.overlap = float(overlap)
         self.divisible_by = int(divisible_by)
+        self.min_tile = max(1, int(min_tile))
         self.sw_batch_size = int(sw_batch_size)
         self.mode = mode
         self.sigma_scale = sigma_scale
@@ -106,6 +110,8 @@ class FittedSlidingWindowInferer(Inferer):
         for size, roi in zip(spatial, rois, strict=True):
             overlap_px = min(int(round(self.overlap * roi)), roi - 1)
             side, n = fitted_tiles(int(size), roi, overlap_px, self.divisible_by)
+            if n == 1:  # only an image smaller than min_tile is padded further
+                side = max(side, self.divisible_by * math.ceil(min(self.min_tile, roi) / self.divisible_by))
             sides.append(side)
             counts.append(n)
             # MONAI steps by int(side · (1 - overlap)): the stride that lands n tiles on the image

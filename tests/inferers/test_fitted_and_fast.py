@@ -155,3 +155,10 @@ def test_fast_inferer_keeps_a_batched_metatensor_usable():
         out = FastInferer(SimpleInferer(), precision="float32")(x, net)
     assert net.seen == [(torch.float32, True)]
     assert len(decollate_batch({"image": x, "pred": out["out"]})) == 2
+
+
+def test_min_tile_pads_only_images_smaller_than_it():
+    inferer = FittedSlidingWindowInferer(roi_size=512, overlap=0.125, divisible_by=16, min_tile=32)
+    assert inferer.tiles((1, 3))[0] == [32, 32]
+    assert inferer.tiles((40, 300))[0] == [48, 304]  # above min_tile: as without it
+    assert FittedSlidingWindowInferer(roi_size=512, overlap=0.125, divisible_by=16).tiles((1, 3))[0] == [16, 16]
