@@ -14,8 +14,7 @@
 tiles of a sliding window), so blending happens in float32; ``scope="inferer"`` wraps the whole inner call, for
 inferers whose per-tile predictor calls parts of the network itself (the canonical-shape predictor).
 
-Measured on this project's 2-core Xeon (AMX) with ImPartial's U-Net, 4 tiles of 256², one thread: 8.9 s/MP float32,
-5.3 channels_last, 1.65 bfloat16 + channels_last (``benchmarks/speed.py`` measures the bundles). A bundle's
+``python benchmarks/speed.py`` measures what this gives each bundle (``benchmarks/results/speed-cpu2.md``). A bundle's
 ``inference.json`` exposes the choice as ``inference_precision`` (``"auto"``, ``"float32"``, ``"bfloat16"``,
 ``"float16"``); its docs give the ``val`` scores of both precisions.
 """
