@@ -344,7 +344,7 @@ class _FailingWriter:
     "attr, replacement, victim",
     [
         ("tifffile", _FailingWriter, "a.tif"),
-        ("iio", _FailingWriter, "a_overlay.png"),
+        ("write_png_rgb", lambda path, rgb: _half_write_then_fail(path), "a_overlay.png"),
         ("_write_csv", lambda path, columns, rows: _half_write_then_fail(path), "a.csv"),
     ],
 )

@@ -162,3 +162,32 @@ def test_min_tile_pads_only_images_smaller_than_it():
     assert inferer.tiles((1, 3))[0] == [32, 32]
     assert inferer.tiles((40, 300))[0] == [48, 304]  # above min_tile: as without it
     assert FittedSlidingWindowInferer(roi_size=512, overlap=0.125, divisible_by=16).tiles((1, 3))[0] == [16, 16]
+
+
+def test_fast_inferer_cast_runs_bfloat16_weights_and_leaves_the_module_untouched():
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, in_channels=2, out_channels=3, features=(4, 4, 8, 8, 16, 4)).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(1, 2, 48, 40)
+    inner = FittedSlidingWindowInferer(roi_size=32, overlap=0.25, divisible_by=16)
+    with torch.no_grad():
+        ref = inner(x, net)
+        bf16_input = net.conv_0.conv_0.conv.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+        seen: list = []
+        out = FastInferer(inner, precision="bfloat16", channels_last=False, cast=True)(x, net)
+        bf16_input.remove()
+    assert seen and all(s == (torch.bfloat16, torch.bfloat16) for s in seen)  # weights and input cast, no autocast
+    assert out.dtype is torch.float32
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
+    assert not torch.equal(out, ref)
+    for k, v in net.state_dict().items():  # the module's own weights are still float32 and unchanged
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+    with torch.no_grad():  # float32 ignores cast
+        torch.testing.assert_close(FastInferer(inner, precision="float32", cast=True)(x, net), ref)
+
+
+def test_fast_inferer_cast_needs_the_network_scope():
+    with pytest.raises(ValueError, match="cast=True"):
+        FastInferer(SimpleInferer(), cast=True, scope="inferer")

@@ -167,3 +167,21 @@ def test_watershed_params_one_definition_with_keyword_overrides():
     params = WatershedParams(watershed=False)
     np.testing.assert_array_equal(mask_to_instances(mask, params), mask_to_instances(mask, watershed=False))
     assert mask_to_instances(mask, params, watershed=True).max() == 2  # a keyword overrides params
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_hole_size", [None, 0, 3, 20])
+def test_fill_holes_equals_scipy_fill_then_size_filter(seed: int, max_hole_size: int | None) -> None:
+    from scipy import ndimage as ndi
+
+    from cellseg_monai.postprocessing.instances import _fill_holes
+
+    rng = np.random.default_rng(seed)
+    mask = ndi.gaussian_filter(rng.random((70, 90)), 1.5) > 0.48  # many holes of every size, some on the border
+    filled = ndi.binary_fill_holes(mask)  # independent reference: scipy's fill, then holes filtered by size
+    holes, _ = ndi.label(filled & ~mask)
+    small = np.bincount(holes.ravel()) <= (np.inf if max_hole_size is None else max_hole_size)
+    small[0] = False
+    np.testing.assert_array_equal(_fill_holes(mask, max_hole_size), mask | small[holes])
+    assert (_fill_holes(mask, None) != mask).any()  # the masks do have holes
+    np.testing.assert_array_equal(_fill_holes(np.ones((5, 5), bool), None), np.ones((5, 5), bool))

@@ -155,3 +155,32 @@ def test_attributes_become_csv_columns(tmp_path):
     assert float(rows[2]["presence"]) == pytest.approx(0.6) and float(rows[2]["x"]) == -1.0
     with pytest.raises(ValueError, match="attribute_names"):
         SaveInstancesd("pred", tmp_path, attributes_key="attributes", attribute_names=["x", "x"])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (300, 2)])
+def test_write_png_rgb_round_trips_through_an_independent_reader(tmp_path: Path, shape: tuple[int, int]) -> None:
+    from cellseg_monai.transforms.save_instances import write_png_rgb
+
+    rgb = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    write_png_rgb(tmp_path / "x.png", rgb)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "x.png"), rgb)  # Pillow decodes it bit-exactly
+
+
+def test_write_png_rgb_rejects_what_it_cannot_write(tmp_path: Path) -> None:
+    from cellseg_monai.transforms.save_instances import write_png_rgb
+
+    with pytest.raises(ValueError, match=r"x\.png: expected an \(H, W, 3\) uint8 image"):
+        write_png_rgb(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32))
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_overlay_display_range_of_a_large_image_matches_the_exact_percentiles() -> None:
+    from cellseg_monai.transforms.save_instances import instance_overlay
+
+    rng = np.random.default_rng(2)
+    image = rng.gamma(2.0, 300.0, (3, 1100, 1300)).astype(np.float32)  # large enough to be sampled
+    labels = np.zeros((1100, 1300), np.int32)
+    lo, hi = np.percentile(image.astype(np.float64), [1.0, 99.8])
+    exact = np.round(np.clip((image - lo) / (hi - lo), 0, 1) * 255).astype(np.int16)
+    got = instance_overlay(labels, image).astype(np.int16)
+    assert np.abs(np.moveaxis(got, -1, 0) - exact).max() <= 2  # a display difference of at most 2 grey levels
