@@ -14,6 +14,10 @@ Then MONAI's :func:`~monai.inferers.sliding_window_inference` runs with that til
 stitching, blending and padding are MONAI's). Executed pixels ÷ image pixels stays near ``1 + o / t`` for any image
 size (1.13 for a 1024² image at ``roi_size`` 512, ``overlap`` 0.125), which keeps seconds per megapixel flat from
 small to large images and stops thin images from costing hundreds of times their pixels.
+
+An image that fits one tile (every image up to ``roi_size``) skips the window machinery: the network runs on the
+image padded as MONAI pads it and the output is cropped back — the same values without MONAI's blending buffers,
+importance map and division (several full-size passes over the output).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
+from monai.utils import PytorchPadMode, convert_to_dst_type, look_up_option
 
 __all__ = ["FittedSlidingWindowInferer", "fitted_tiles"]
 
@@ -123,7 +130,11 @@ class FittedSlidingWindowInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if args:
             raise TypeError("FittedSlidingWindowInferer passes keyword arguments only to the network.")
-        sides, overlaps, _ = self.tiles(inputs.shape[2:])
+        sides, overlaps, counts = self.tiles(inputs.shape[2:])
+        if all(n == 1 for n in counts) and not kwargs:
+            out = self._one_tile(inputs, sides, network)
+            if out is not None:
+                return out
         return sliding_window_inference(
             inputs,
             roi_size=sides,
@@ -136,3 +147,26 @@ class FittedSlidingWindowInferer(Inferer):
             cval=self.cval,
             **kwargs,
         )
+
+    def _one_tile(self, inputs: torch.Tensor, sides: Sequence[int], network: Callable[..., Any]) -> Any:
+        """The network on the whole image padded to ``sides`` (MONAI's padding), cropped back; a tensor (a
+        MetaTensor with the input's metadata for a MetaTensor input), or None when the network's output is not one
+        tensor of the padded input's spatial size (MONAI's path then runs the network again and handles it)."""
+        meta = MetaTensor([]).copy_meta_from(inputs, copy_attr=False) if isinstance(inputs, MetaTensor) else None
+        x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        pad: list[int] = []  # last spatial dimension first, as F.pad wants it
+        for k in range(x.ndim - 1, 1, -1):
+            diff = max(int(sides[k - 2]) - x.shape[k], 0)
+            pad.extend([diff // 2, diff - diff // 2])
+        if any(pad):
+            x = F.pad(x, pad=pad, mode=look_up_option(self.padding_mode, PytorchPadMode), value=self.cval)
+        parts = [network(x[i : i + self.sw_batch_size]) for i in range(0, x.shape[0], self.sw_batch_size)]
+        if not all(isinstance(p, torch.Tensor) and p.shape[2:] == x.shape[2:] for p in parts):
+            return None
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        spatial = out.ndim - 2
+        crop = [
+            slice(pad[2 * (spatial - 1 - d)], pad[2 * (spatial - 1 - d)] + inputs.shape[2 + d]) for d in range(spatial)
+        ]
+        out = out[(slice(None), slice(None), *crop)]
+        return convert_to_dst_type(out, meta if meta is not None else inputs, device=inputs.device)[0]

@@ -191,3 +191,32 @@ def test_fast_inferer_cast_runs_bfloat16_weights_and_leaves_the_module_untouched
 def test_fast_inferer_cast_needs_the_network_scope():
     with pytest.raises(ValueError, match="cast=True"):
         FastInferer(SimpleInferer(), cast=True, scope="inferer")
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 64, 64), (3, 2, 50, 37), (1, 1, 1, 90)])
+def test_one_tile_skips_the_window_machinery_with_monais_result(shape):
+    from monai.data import MetaTensor
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(shape[1], 3, 3, padding=1), torch.nn.ReLU()).eval()
+    calls: list = []
+    counted = lambda x: calls.append(tuple(x.shape)) or net(x)  # noqa: E731
+    x = MetaTensor(torch.rand(*shape), meta={"id": "a"})
+    inferer = FittedSlidingWindowInferer(roi_size=96, overlap=0.25, divisible_by=8, sw_batch_size=2)
+    sides, _, counts = inferer.tiles(shape[2:])
+    assert counts == [1, 1]
+    with torch.no_grad():
+        out = inferer(x, counted)
+        ref = SlidingWindowInferer(roi_size=sides, overlap=0.0, sw_batch_size=2, mode="gaussian")(x, net)
+    assert isinstance(out, MetaTensor) and out.meta["id"] == "a" and out.shape == (shape[0], 3, *shape[2:])
+    torch.testing.assert_close(out.as_tensor(), ref.as_tensor(), rtol=1e-5, atol=1e-6)  # MONAI, padding included
+    assert calls == [(min(2, shape[0] - i), shape[1], *sides) for i in range(0, shape[0], 2)]  # batches of 2
+
+
+def test_one_tile_falls_back_to_monai_for_outputs_it_cannot_crop():
+    net = lambda x: {"a": x * 2, "b": x + 1}  # noqa: E731
+    x = torch.rand(1, 1, 20, 30)
+    with torch.no_grad():
+        out = FittedSlidingWindowInferer(roi_size=64, divisible_by=8)(x, net)
+    torch.testing.assert_close(out["a"], x * 2)
+    torch.testing.assert_close(out["b"], x + 1)
