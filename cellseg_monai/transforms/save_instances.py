@@ -11,6 +11,7 @@ import logging
 import struct
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,10 @@ class SaveInstancesd(MapTransform):
                 row[name] = float(value)
         return list(self.attribute_names)
 
+    def _write_overlay(self, image_id: str, labels: np.ndarray, image: np.ndarray | None) -> None:
+        with atomic_path(self.output_dir / (image_id + _OVERLAY)) as tmp:
+            write_png_rgb(tmp, instance_overlay(labels, image))
+
     def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
         for key in self.key_iterator(data):
             image_id = self._image_id(data, key)
@@ -270,16 +275,19 @@ class SaveInstancesd(MapTransform):
                         f"data[{self.prob_key!r}] has shape {prob.shape}; expected (1, H, W) with the same H x W."
                     )
 
-            with atomic_path(self.output_dir / (image_id + _LABELS)) as tmp:
-                tifffile.imwrite(tmp, labels, compression="zlib")
-            if self.overlay:
-                with atomic_path(self.output_dir / (image_id + _OVERLAY)) as tmp:
-                    write_png_rgb(tmp, instance_overlay(labels, image))
-            if self.measurements:
-                rows = measure_instances(labels, image, prob)
-                columns = list(MEASUREMENT_COLUMNS) + self._add_attributes(data, labels, rows, image_id)
-                with atomic_path(self.output_dir / (image_id + _MEASUREMENTS)) as tmp:
-                    _write_csv(tmp, columns, rows)
+            # the overlay (drawing + PNG compression) in a second thread while this one writes the labels and the
+            # measurements: zlib and most NumPy kernels release the GIL, and the network's threads are idle here
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                overlay = pool.submit(self._write_overlay, image_id, labels, image) if self.overlay else None
+                with atomic_path(self.output_dir / (image_id + _LABELS)) as tmp:
+                    tifffile.imwrite(tmp, labels, compression="zlib")
+                if self.measurements:
+                    rows = measure_instances(labels, image, prob)
+                    columns = list(MEASUREMENT_COLUMNS) + self._add_attributes(data, labels, rows, image_id)
+                    with atomic_path(self.output_dir / (image_id + _MEASUREMENTS)) as tmp:
+                        _write_csv(tmp, columns, rows)
+                if overlay is not None:
+                    overlay.result()  # its error, if any, is raised here
             written = output_names(image_id, self.overlay, self.measurements)
             n_objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
             logger.info("%s: %d objects -> %s in %s", image_id, n_objects, ", ".join(written), self.output_dir)
