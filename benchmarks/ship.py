@@ -70,6 +70,14 @@ def md5(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def training_machine(previous: dict[str, Any] | None, weights_md5: str, reuse: bool) -> tuple[dict[str, Any], int]:
+    """``(machine, torch threads)`` the weights were trained on: this process's, except when ``--reuse`` scores again
+    the very weights an earlier record describes (same md5) — then that record's, since no training ran here."""
+    if reuse and previous is not None and previous.get("md5") == weights_md5 and "threads" in previous:
+        return previous["machine"], int(previous["threads"])
+    return machine_info(), torch.get_num_threads()
+
+
 def _pretty_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc, indent=4, ensure_ascii=True) + "\n")
 
@@ -213,12 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     mean = scores["per_image_mean"]
     seed = json.loads(bundle.config("train.json").read_text()).get("seed", 0)
+    previous_path = RESULTS / f"{bundle.name}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
+    machine, threads = training_machine(previous, md5(weights), args.reuse)
     record = {
         "bundle": bundle.name,
         "command": "OMP_NUM_THREADS=1 python benchmarks/ship.py " + shlex.join(a for a in argv if a != "--reuse"),
-        "machine_name": f"cpu{machine_info()['cores']}" if not torch.cuda.is_available() else "gpu",
-        "machine": machine_info(),
-        "threads": torch.get_num_threads(),
+        "machine_name": f"cpu{machine['cores']}" if not torch.cuda.is_available() else "gpu",
+        "machine": machine,
+        "threads": threads,
         "seed": seed,
         "train": {**{k: train[k] for k in ("seconds", "iterations", "epochs", "peak_rss_mb")}, "minutes": args.minutes},
         "val_images": len(val_ids),

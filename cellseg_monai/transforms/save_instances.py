@@ -59,8 +59,8 @@ def _normalise(x: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> np.nda
     """Percentile normalisation to [0, 1] (clipped, float32); a constant image maps to 0.
 
     For display only, so the percentiles of a large image are taken on a regular sample of about
-    ``_PERCENTILE_SAMPLES`` pixels per channel (every s-th row and column): a 1024² image is 4× faster to normalise
-    and its display range differs by a fraction of a grey level.
+    ``_PERCENTILE_SAMPLES`` pixels per channel (every s-th row and column); the displayed values stay within 2 grey
+    levels of those of the exact percentiles (``tests/transforms/test_save_instances.py``).
     """
     x = np.asarray(x, dtype=np.float32)
     step = max(1, int(np.sqrt(x.shape[-1] * x.shape[-2] / _PERCENTILE_SAMPLES)))
@@ -119,9 +119,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def write_png_rgb(path: str | Path, rgb: np.ndarray, level: int = 1) -> None:
     """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG: no row filter, zlib ``level``.
 
-    Pillow tries every PNG row filter, which costs more than the compression itself; on the overlays (flat
-    backgrounds, thin coloured lines) filter 0 with zlib level 1 gives a file as small in half the time
-    (``benchmarks/speed.py`` times it as part of the post-processing).
+    Pillow tries every PNG row filter for each row, which costs more than the compression itself; the overlays
+    (flat backgrounds, thin coloured lines) compress well without a filter (``benchmarks/speed.py`` times the writing
+    as part of the post-processing).
     """
     rgb = np.ascontiguousarray(rgb)
     if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:

@@ -14,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ship import DOCS_END, DOCS_START, install, network_state_dict  # noqa: E402
+from benchmarks.ship import DOCS_END, DOCS_START, install, network_state_dict, training_machine  # noqa: E402
 
 RECORD = {
     "bundle": "supervised_unet",
@@ -71,3 +71,17 @@ def test_network_state_dict_from_a_training_checkpoint_or_a_plain_state_dict(tmp
     torch.save({"optimizer": opt.state_dict()}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt"):
         network_state_dict(tmp_path / "other.pt")
+
+
+def test_reuse_keeps_the_machine_and_threads_of_the_training_it_scores_again():
+    previous = {
+        **RECORD,
+        "md5": "abc",
+        "threads": torch.get_num_threads() + 5,
+        "machine": {"cpu": "the training's CPU"},
+    }
+    assert training_machine(previous, "abc", reuse=True) == ({"cpu": "the training's CPU"}, previous["threads"])
+    here = training_machine(previous, "abc", reuse=False)  # a new training: this process
+    assert here[1] == torch.get_num_threads() and here[0] != previous["machine"]
+    assert training_machine(previous, "other weights", reuse=True)[1] == torch.get_num_threads()
+    assert training_machine(None, "abc", reuse=True)[1] == torch.get_num_threads()
