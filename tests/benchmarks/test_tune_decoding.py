@@ -1,0 +1,89 @@
+"""``benchmarks/tune_decoding.py``: the grid, the choice, and the bundle's own post-processing under each setting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.tune_decoding import _parser, best_setting, main, parse_grid, score_grid  # noqa: E402
+from cellseg_monai.data import sample_data_dir  # noqa: E402
+
+SUPERVISED = REPO / "bundles" / "supervised_unet"
+
+
+def test_parse_grid_sorts_and_deduplicates():
+    assert parse_grid(["a=0.7,0.5,0.7", "b=1"]) == {"a": [0.5, 0.7], "b": [1.0]}
+
+
+@pytest.mark.parametrize("items", [[], ["a"], ["a="], ["=0.5"], ["a=x"], ["a=0.5", "a=0.6"]])
+def test_parse_grid_rejects_malformed_items(items):
+    with pytest.raises(ValueError):
+        parse_grid(items)
+
+
+def test_best_setting_prefers_the_first_on_a_tie():
+    scores = [({"a": 0.5}, 0.8), ({"a": 0.7}, 0.9), ({"a": 0.9}, 0.9)]
+    assert best_setting(scores) == {"a": 0.7}
+
+
+def _touching_pair() -> tuple[np.ndarray, torch.Tensor]:
+    """Two 8x8 nuclei side by side; the network is sure of their interiors but gives the two columns where they touch
+    P(interior) = 0.6 (P(boundary) = 0.39): a seed threshold of 0.5 merges them, 0.7 keeps them apart."""
+    truth = np.zeros((14, 22), np.int64)
+    truth[3:11, 2:10], truth[3:11, 10:18] = 1, 2
+    prob = np.empty((3, 14, 22))
+    prob[:] = np.array([0.98, 0.01, 0.01])[:, None, None]
+    prob[:, truth > 0] = np.array([0.01, 0.98, 0.01])[:, None]
+    prob[:, 3:11, 9:11] = np.array([0.01, 0.6, 0.39])[:, None, None]
+    return truth, torch.as_tensor(np.log(prob), dtype=torch.float32)  # logits whose softmax is prob
+
+
+def test_score_grid_applies_each_setting_to_the_bundles_own_post_processing():
+    from monai.transforms import Compose
+
+    truth, logits = _touching_pair()
+
+    def make(setting):
+        return Compose(_parser(SUPERVISED, sample_data_dir(), setting).get_parsed_content("postprocessing_transforms"))
+
+    scores = score_grid([{"pred": logits}], [truth], {"interior_threshold": [0.5, 0.7]}, make)
+    # merged at 0.5: one object of 128 px overlaps each 64-px nucleus with IoU 0.5, so one match: F1 = 2/(2+0+1)
+    assert scores == [({"interior_threshold": 0.5}, pytest.approx(2 / 3)), ({"interior_threshold": 0.7}, 1.0)]
+    assert best_setting(scores) == {"interior_threshold": 0.7}
+
+
+def test_main_records_every_setting_on_the_sample_data(tmp_path):
+    grid = ["--grid", "interior_threshold=0.5,0.9", "foreground_threshold=0.5"]
+    assert (
+        main(["supervised_unet", "--data", str(sample_data_dir()), "--every", "6", *grid, "--out", str(tmp_path)]) == 0
+    )
+    record = json.loads((tmp_path / "supervised_unet-decoding.json").read_text())
+    assert record["images"] == 1 and record["keys"] == ["interior_threshold", "foreground_threshold"]
+    assert [s for s, _ in record["scores"]] == [
+        {"interior_threshold": 0.5, "foreground_threshold": 0.5},
+        {"interior_threshold": 0.9, "foreground_threshold": 0.5},
+    ]
+    assert all(0.0 <= f <= 1.0 for _, f in record["scores"])
+    assert record["chosen"] == best_setting([(s, f) for s, f in record["scores"]])
+    assert "| 0.9 | 0.5 |" in (tmp_path / "supervised_unet-decoding.md").read_text()
+
+
+def test_main_names_the_config_when_a_key_is_missing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["supervised_unet", "--grid", "no_such_threshold=0.5", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "inference.json" in err and "no_such_threshold" in err
+
+
+def test_main_keeps_integer_settings_integer(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["impartial", "--grid", "watershed_min_distance=3,3.5", "--out", str(tmp_path)])
+    assert "integer" in capsys.readouterr().err
