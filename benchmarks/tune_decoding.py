@@ -8,14 +8,16 @@ A semantic network's output becomes instances through thresholds that training n
 P(interior) seed threshold and P(foreground) mask threshold, ImPartial's foreground probability threshold, the
 sparse decoder's mask threshold. Their defaults (0.5, the arg-max decision) are a guess: a network that blurs the
 boundary between touching nuclei merges them at 0.5 and splits them at 0.9. This command runs the bundle's network
-(``inference.json``: ``preprocessing``, ``inferer``, the shipped ``models/model.pt`` or ``--weights``) once on
-every ``--every``-th image of the ``train`` split (never ``val``, which the shipped scores are measured on), keeps the raw outputs in
-memory, then applies the bundle's own ``postprocessing_transforms`` with each combination of ``--grid`` values
-(top-level config ids, so the bundle's configs stay the single definition of the decoding) and scores the
+(``inference.json``: ``preprocessing``, ``inferer``, the shipped ``models/model.pt`` or ``--weights``) once on every
+``--every``-th image of the ``train`` split (never ``val``, which the shipped scores are measured on), keeps the raw
+outputs in memory, then applies the bundle's own ``postprocessing_transforms`` with each combination of ``--grid``
+values (top-level config ids, so the bundle's configs stay the single definition of the decoding) and scores the
 instances against the ``train`` labels: the combination with the best mean F1@0.5 over images wins (ties: the one
-listed first, i.e. the lower values). ``--install`` writes the chosen values to the bundle's ``train.json`` and
-``inference.json``; ``python benchmarks/ship.py <bundle> --reuse`` then scores ``val`` with them and records the
-result. Results: ``benchmarks/results/thresholds/<bundle>-decoding.json`` and ``.md``.
+listed first, i.e. the lower values). An id that a component other than the post-processing reads (canonical_shape's
+``prob_threshold`` lives in its inferer's predictor) gets one network pass per value instead. ``--install`` writes
+the chosen values to the bundle's ``train.json`` and ``inference.json``; ``python benchmarks/ship.py <bundle>
+--reuse`` then scores ``val`` with them and records the result. Results:
+``benchmarks/results/thresholds/<bundle>-decoding.json`` and ``.md``.
 
 Per-object score thresholds of detectors are tuned from written predictions by ``benchmarks/tune_threshold.py``.
 """
@@ -26,6 +28,7 @@ import argparse
 import copy
 import itertools
 import json
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -43,7 +46,7 @@ from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import discover_bundles  # noqa: E402
 from benchmarks.tune_threshold import RESULTS, set_default  # noqa: E402
 
-__all__ = ["parse_grid", "best_setting", "score_grid", "predict", "main"]
+__all__ = ["parse_grid", "best_setting", "split_keys", "score_grid", "predict", "main"]
 
 
 def parse_grid(items: Iterable[str]) -> dict[str, list[float]]:
@@ -68,6 +71,22 @@ def best_setting(scores: list[tuple[dict[str, float], float]]) -> dict[str, floa
     """The setting with the highest score; the first such setting (in grid order: lower values) on a tie."""
     top = max(s for _, s in scores)
     return next(setting for setting, s in scores if s == top)
+
+
+def split_keys(config: dict[str, Any], keys: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(network_keys, post_keys)``: the ids read only by ``postprocessing_transforms`` can be varied on one cached
+    network output; an id that any other component reads (the inferer's predictor, the network's own decoding)
+    needs a network pass per value. Raises ValueError for an id that no component reads."""
+    post_text = json.dumps(config.get("postprocessing_transforms", []))
+    rest_text = json.dumps({k: v for k, v in config.items() if k != "postprocessing_transforms"})
+    network_keys, post_keys = [], []
+    for key in keys:
+        ref = re.compile(rf"@{re.escape(key)}\b")
+        in_rest, in_post = bool(ref.search(rest_text)), bool(ref.search(post_text))
+        if not (in_rest or in_post):
+            raise ValueError(f"no component of inference.json reads {key!r} (no '@{key}')")
+        (network_keys if in_rest else post_keys).append(key)
+    return network_keys, post_keys
 
 
 def score_grid(
@@ -113,14 +132,15 @@ def _parser(bundle_dir: Path, data: Path, overrides: dict[str, Any]):
 
 
 def predict(
-    bundle_dir: Path, data: Path, items: list[dict[str, str]], weights: Path
+    bundle_dir: Path, data: Path, items: list[dict[str, str]], weights: Path, overrides: dict[str, Any] | None = None
 ) -> tuple[list[dict], list[np.ndarray]]:
-    """The bundle's preprocessing + inferer + ``weights`` on ``items``: per image the dict its post-processing
-    receives and the (H, W) label image read by the same loader (so both share one orientation)."""
+    """The bundle's preprocessing + inferer + ``weights`` on ``items`` (config ids set to ``overrides``): per image
+    the dict its post-processing receives and the (H, W) label image read by the same loader (so both share one
+    orientation)."""
     from benchmarks.ship import network_state_dict
     from cellseg_monai.transforms import LoadMicroscopyd
 
-    parser = _parser(bundle_dir, data, {})
+    parser = _parser(bundle_dir, data, dict(overrides or {}))
     network = parser.get_parsed_content("network")
     network.load_state_dict(network_state_dict(weights))
     network.eval()
@@ -188,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     if not weights.is_file():
         p.error(f"{weights}: no weights to tune for")
 
+    try:
+        network_keys, post_keys = split_keys(config, grid)
+    except ValueError as e:
+        p.error(f"{bundle.config('inference.json')}: {e}")
+
     items = load_datalist(args.data, "train")[:: args.every]
-    outputs, truths = predict(bundle.path, args.data, items, weights)
 
     def make_postprocessing(setting: dict[str, float]):
         from monai.transforms import Compose
@@ -197,7 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         parser = _parser(bundle.path, args.data, {k: copy.copy(v) for k, v in setting.items()})
         return Compose(parser.get_parsed_content("postprocessing_transforms"))
 
-    scores = score_grid(outputs, truths, grid, make_postprocessing)
+    scores = []
+    for values in itertools.product(*(grid[k] for k in network_keys)):  # one network pass per network setting
+        fixed = dict(zip(network_keys, values, strict=True))
+        outputs, truths = predict(bundle.path, args.data, items, weights, fixed)
+        post_grid = {k: grid[k] for k in post_keys}  # empty: one scoring of the network setting alone
+        for setting, f1 in score_grid(outputs, truths, post_grid, lambda s, f=fixed: make_postprocessing({**f, **s})):
+            scores.append(({k: {**fixed, **setting}[k] for k in grid}, f1))
+    scores.sort(key=lambda sf: [sf[0][k] for k in grid])  # grid order: the lower values first on a tie
     chosen = best_setting(scores)
     record = {
         "bundle": bundle.name,

@@ -13,7 +13,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.tune_decoding import _parser, best_setting, main, parse_grid, score_grid  # noqa: E402
+from benchmarks.tune_decoding import _parser, best_setting, main, parse_grid, score_grid, split_keys  # noqa: E402
 from cellseg_monai.data import sample_data_dir  # noqa: E402
 
 SUPERVISED = REPO / "bundles" / "supervised_unet"
@@ -87,3 +87,44 @@ def test_main_keeps_integer_settings_integer(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["impartial", "--grid", "watershed_min_distance=3,3.5", "--out", str(tmp_path)])
     assert "integer" in capsys.readouterr().err
+
+
+def test_split_keys_finds_who_reads_each_threshold():
+    def config(bundle):
+        return json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())
+
+    assert split_keys(config("supervised_unet"), ["interior_threshold", "foreground_threshold"]) == (
+        [],
+        ["interior_threshold", "foreground_threshold"],
+    )
+    assert split_keys(config("canonical_shape"), ["prob_threshold"]) == (["prob_threshold"], [])  # its predictor's
+    with pytest.raises(ValueError, match="reads"):
+        split_keys({"postprocessing_transforms": [], "unused": 0.5}, ["unused"])
+
+
+def test_main_runs_the_network_once_per_network_setting(tmp_path, monkeypatch):
+    import benchmarks.tune_decoding as td
+
+    truth, logits = _touching_pair()
+    calls = []
+
+    def fake_predict(bundle_dir, data, items, weights, overrides=None):
+        calls.append(dict(overrides))
+        return [{"pred": logits}], [truth]
+
+    monkeypatch.setattr(td, "split_keys", lambda config, keys: (["min_size"], ["interior_threshold"]))
+    monkeypatch.setattr(td, "predict", fake_predict)
+    grid = ["--grid", "interior_threshold=0.7,0.5", "min_size=16,200"]
+    assert (
+        main(["supervised_unet", "--data", str(sample_data_dir()), "--every", "6", *grid, "--out", str(tmp_path)]) == 0
+    )
+    assert calls == [{"min_size": 16}, {"min_size": 200}]
+    record = json.loads((tmp_path / "supervised_unet-decoding.json").read_text())
+    # sorted in grid order; min_size 200 removes both 64-px nuclei (and the 128-px merge), so F1 = 0 there
+    assert record["scores"] == [
+        [{"interior_threshold": 0.5, "min_size": 16}, pytest.approx(2 / 3)],
+        [{"interior_threshold": 0.5, "min_size": 200}, 0.0],
+        [{"interior_threshold": 0.7, "min_size": 16}, 1.0],
+        [{"interior_threshold": 0.7, "min_size": 200}, 0.0],
+    ]
+    assert record["chosen"] == {"interior_threshold": 0.7, "min_size": 16}
