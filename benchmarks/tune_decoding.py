@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import discover_bundles  # noqa: E402
-from benchmarks.tune_threshold import RESULTS, set_default  # noqa: E402
+from benchmarks.tune_threshold import RESULTS, record_header, set_default  # noqa: E402
 
 __all__ = ["parse_grid", "best_setting", "split_keys", "score_grid", "predict", "main"]
 
@@ -163,12 +163,7 @@ def _markdown(record: dict[str, Any]) -> str:
     rows = "\n".join("| " + " | ".join(f"{s[k]:g}" for k in keys) + f" | {f:.4f} |" for s, f in record["scores"])
     fmt = ", ".join(f"{k} = {v:g}" for k, v in record["chosen"].items())
     was = ", ".join(f"{k} = {v:g}" for k, v in record["previous"].items())
-    return (
-        f"# Decoding thresholds: {record['bundle']}\n\nCommand: `{record['command']}`  \n"
-        f"Machine: {record['machine_name']}; weights md5 {record['weights_md5']}  \n"
-        f"Images: {record['images']} of the `train` split (every {record['every']}th), never `val`\n\n"
-        f"{head}\n{rows}\n\nChosen: **{fmt}** (was {was}).\n"
-    )
+    return record_header("Decoding thresholds", record) + f"{head}\n{rows}\n\nChosen: **{fmt}** (was {was}).\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import _bundle_cmd, _run, discover_bundles  # noqa: E402
 
-__all__ = ["f1_by_threshold", "best_threshold", "set_default", "main"]
+__all__ = ["f1_by_threshold", "best_threshold", "record_header", "set_default", "main"]
 
 RESULTS = REPO / "benchmarks" / "results" / "thresholds"
 DEFAULT_VALUES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -87,13 +87,19 @@ def set_default(bundle_dir: Path, key: str, value: float) -> list[Path]:
     return changed
 
 
+def record_header(title: str, record: dict[str, Any]) -> str:
+    """The heading lines every threshold record shares: title, command, machine, weights and the images used."""
+    return (
+        f"# {title}: {record['bundle']}\n\nCommand: `{record['command']}`  \n"
+        f"Machine: {record['machine_name']}; weights md5 {record['weights_md5']}  \n"
+        f"Images: {record['images']} of the `train` split (every {record['every']}th), never `val`\n\n"
+    )
+
+
 def _markdown(record: dict[str, Any]) -> str:
     rows = "\n".join(f"| {v:g} | {s:.3f} |" for v, s in record["curve"])
     return (
-        f"# Score threshold: {record['bundle']}\n\nCommand: `{record['command']}`  \n"
-        f"Machine: {record['machine_name']}; weights md5 {record['weights_md5']}  \n"
-        f"Images: {record['images']} of the `train` split (every {record['every']}th), never `val`\n\n"
-        f"| {record['key']} | mean F1@0.5 |\n|---|---|\n{rows}\n\n"
+        record_header("Score threshold", record) + f"| {record['key']} | mean F1@0.5 |\n|---|---|\n{rows}\n\n"
         f"Chosen: **{record['chosen']:g}** (was {record['previous']:g}).\n"
     )
 
