@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .canonical_shape import AFFINE_ATTRIBUTES, CanonicalShapePredictor
 from .precision import PRECISIONS, FastInferer, autocast_dtype, cpu_has_native_bfloat16
+from .seunet import SEUNetInferer
 from .sliding_window import FittedSlidingWindowInferer, fitted_tiles
 from .tiled_instances import TiledInstanceInferer, labels_scores_predictor, tile_cores, tile_starts
 
@@ -14,6 +15,7 @@ __all__ = [
     "CanonicalShapePredictor",
     "FastInferer",
     "FittedSlidingWindowInferer",
+    "SEUNetInferer",
     "autocast_dtype",
     "cpu_has_native_bfloat16",
     "fitted_tiles",

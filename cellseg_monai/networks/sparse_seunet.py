@@ -160,6 +160,10 @@ class SparseSEUNet(nn.Module):
             :func:`cellseg_monai.postprocessing.sparse_instances.sparse_instances_to_labels`.
         objectness_score: class score ``sqrt(sigmoid(class) · sigmoid(objectness))`` (SparseInst) instead of
             ``sigmoid(class)``; the final score is always class score × maskness.
+        decoder: which instances eval mode computes: ``"sparse"`` runs the instance branch; ``"watershed"`` (the
+            instances come from the semantic heads, see
+            :class:`~cellseg_monai.transforms.semantic_targets.SEUNetOutputsToInstancesd`) skips it and returns
+            zeros in channels 0 and 1, so the semantic heads alone cost time. Training mode always runs both.
     """
 
     def __init__(
@@ -179,8 +183,12 @@ class SparseSEUNet(nn.Module):
         nms_threshold: float = 0.5,
         min_size: int = 16,
         objectness_score: bool = False,
+        decoder: str = "sparse",
     ) -> None:
         super().__init__()
+        if decoder not in ("sparse", "watershed"):
+            raise ValueError(f"decoder must be 'sparse' or 'watershed', got {decoder!r}.")
+        self.sparse_eval = decoder == "sparse"
         self.objectness_score = bool(objectness_score)
         self.seunet = SEUNet(in_channels, heads, features, se_reduction, head_channels)
         channels = self.seunet.decoder_channels
@@ -224,6 +232,9 @@ class SparseSEUNet(nn.Module):
                 raise ValueError(f"SparseSEUNet expects (B, C, H, W) input, got shape {shape_repr(x)}.")
             padded, (h, w) = pad_to_multiple(x, self.seunet.stride)
             semantic, levels = self.seunet.decode(padded)
+            probabilities = torch.sigmoid(semantic[..., :h, :w])
+            if not self.sparse_eval:
+                return torch.cat([probabilities.new_zeros((x.shape[0], 2, h, w)), probabilities], dim=1)
             class_probs: list[Tensor] = []
             low_masks: list[Tensor] = []  # mask logits at each branch's resolution
             for i, branch in enumerate(self.branches):
@@ -261,7 +272,7 @@ class SparseSEUNet(nn.Module):
                     )
                 score_map = torch.cat([scores.new_zeros(1), scores])[labels]
                 channels.append(torch.stack([labels.to(x.dtype), score_map.to(x.dtype)]))
-            return torch.cat([torch.stack(channels), torch.sigmoid(semantic[..., :h, :w])], dim=1)
+            return torch.cat([torch.stack(channels), probabilities], dim=1)
 
     def _may_score(self, class_prob: Tensor, low_masks: Tensor) -> Tensor:
         """(N,) class scores, (N, h, w) low-resolution mask logits → (N,) bool: the prediction may claim a pixel and

@@ -44,14 +44,24 @@ def test_an_image_larger_than_a_tile_is_stitched_into_consecutive_labels(flows):
 
 
 @pytest.mark.parametrize("configs", [["train.json"], ["inference.json"]])
-def test_the_inferer_tiles_at_the_training_patch_size(configs):
-    from cellseg_monai.inferers import FastInferer, TiledInstanceInferer
+@pytest.mark.parametrize("decoder", ["sparse", "watershed"])
+def test_the_inferer_tiles_as_the_decoder_needs(configs, decoder):
+    """Sparse: tiles of the training patch size (CoordConv); watershed: the fitted window of ``semantic_tile`` and a
+    network that skips its instance branch — the inferer and the network follow ``instance_decoder`` together."""
+    from cellseg_monai.inferers import FastInferer, FittedSlidingWindowInferer, SEUNetInferer, TiledInstanceInferer
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / c) for c in configs])
     parser["patch_size"] = [96, 80]
+    parser["semantic_tile"] = [192, 160]
+    parser["instance_decoder"] = decoder
     wrapper = parser.get_parsed_content("inferer")
     assert isinstance(wrapper, FastInferer) and wrapper.precision == parser["inference_precision"]
-    inferer = wrapper.inferer
+    assert isinstance(wrapper.inferer, SEUNetInferer)
+    inferer = wrapper.inferer.inferer
+    assert parser.get_parsed_content("network_def").sparse_eval == (decoder == "sparse")
+    if decoder == "watershed":
+        assert isinstance(inferer, FittedSlidingWindowInferer) and list(inferer.roi_size) == [192, 160]
+        return
     assert isinstance(inferer, TiledInstanceInferer)
     assert inferer.roi_size == (96, 80) and inferer.num_pixel_channels == len(parser["heads"])

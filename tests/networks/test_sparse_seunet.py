@@ -150,3 +150,30 @@ def test_predict_upsamples_only_masks_that_can_score_and_matches_the_full_decodi
         got = net(x)
     assert torch.equal(got, expected)
     assert expected[:, 0].amax() > 0  # instances were found, so the comparison covers the decoding
+
+
+def test_watershed_decoder_skips_the_instance_branch_and_keeps_the_semantic_probabilities():
+    torch.manual_seed(0)
+    kwargs = dict(in_channels=1, heads=("foreground", "border"), features=(4, 8), head_channels=4, num_instances=4,
+                  inst_channels=8, kernel_dim=4, instance_level=0, score_threshold=0.0, min_size=1)  # fmt: skip
+    sparse = SparseSEUNet(**kwargs).eval()
+    watershed = SparseSEUNet(**kwargs, decoder="watershed").eval()
+    watershed.load_state_dict(sparse.state_dict())  # same parameters: the flag builds nothing
+    calls = []
+    watershed.branches[0].register_forward_hook(lambda *_: calls.append(1))
+    x = torch.rand(2, 1, 10, 13)
+    out, ref = watershed(x), sparse(x)
+    assert out.shape == ref.shape == (2, 4, 10, 13)
+    assert calls == []  # the instance branch never ran
+    assert torch.all(out[:, :2] == 0)
+    # the semantic channels are the sigmoid of the SE-U-Net's logits, computed independently here
+    semantic = torch.sigmoid(watershed.seunet(x))
+    torch.testing.assert_close(out[:, 2:], semantic)
+    torch.testing.assert_close(out[:, 2:], ref[:, 2:])
+    watershed.train()  # training mode still returns the whole set (the sparse branch keeps learning)
+    assert set(watershed(x)) == {"semantic", "logits", "objectness", "masks"}
+
+
+def test_bad_decoder():
+    with pytest.raises(ValueError, match="decoder"):
+        SparseSEUNet(features=(4, 8), decoder="stardist")

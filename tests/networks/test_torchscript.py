@@ -41,7 +41,7 @@ CASES = [
             "detections_per_image": 50,
         },
     ),
-    ("sparse_seunet", {"score_threshold": 0.0, "mask_threshold": 0.0, "min_size": 1}),
+    ("sparse_seunet", {"score_threshold": 0.0, "mask_threshold": 0.0, "min_size": 1, "decoder": "sparse"}),
 ]
 
 
