@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_tensor
+from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from cellseg_monai.networks.impartial_unet import check_classes, class_probabilities, num_raw_channels
 
@@ -25,12 +26,15 @@ class MixtureToProbabilities(Transform):
     Args:
         classes: components per class, background first (K = len(classes), M = sum(classes)).
         in_channels: C, image channels of the network input (checks the raw channel count).
+        block_pixels: rows are decoded in blocks of about this many pixels, so the softmax's temporaries stay in
+            cache and the time per pixel does not grow with the image; only the M logit channels are read.
     """
 
-    def __init__(self, classes: Sequence[int] = (2, 2), in_channels: int = 1) -> None:
+    def __init__(self, classes: Sequence[int] = (2, 2), in_channels: int = 1, block_pixels: int = 1 << 16) -> None:
         self.classes = check_classes(classes)
         self.in_channels = int(in_channels)
         self.raw_channels = num_raw_channels(self.classes, self.in_channels)
+        self.block_pixels = max(1, int(block_pixels))
 
     def __call__(self, raw: Any) -> torch.Tensor:
         raw = convert_to_tensor(raw, track_meta=True)
@@ -39,7 +43,14 @@ class MixtureToProbabilities(Transform):
                 f"expected raw ImPartial output ({self.raw_channels}, H, W) for classes={self.classes}, "
                 f"in_channels={self.in_channels}; got shape {tuple(raw.shape)}."
             )
-        return class_probabilities(raw.float(), self.classes)
+        logits = raw.as_tensor() if isinstance(raw, MetaTensor) else raw
+        logits = logits[: sum(self.classes)]
+        h, w = logits.shape[1:]
+        rows = max(1, self.block_pixels // max(w, 1))
+        out = torch.empty((len(self.classes), h, w), dtype=torch.float32, device=logits.device)
+        for r in range(0, h, rows):
+            out[:, r : r + rows] = class_probabilities(logits[:, r : r + rows].float(), self.classes)
+        return convert_to_dst_type(out, raw, dtype=torch.float32)[0]
 
 
 class MixtureToProbabilitiesd(MapTransform):

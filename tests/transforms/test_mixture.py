@@ -61,3 +61,16 @@ def test_foreground_probability_stays_in_unit_range_for_confident_background():
     raw[1] = torch.linspace(-5, 40, 64 * 64).reshape(64, 64)
     out = MixtureToProbabilitiesd(classes=(2, 2), in_channels=1)({"pred": raw})
     assert float(out["fg_prob"].min()) >= 0.0 and float(out["fg_prob"].max()) <= 1.0
+
+
+@pytest.mark.parametrize("block_pixels", [1, 13, 1 << 16])
+def test_row_blocks_give_the_whole_image_result_and_keep_metadata(block_pixels):
+    from monai.data import MetaTensor
+
+    classes, m = (2, 2), 4
+    raw = np.random.default_rng(1).normal(scale=3.0, size=(2 * m, 11, 7)).astype(np.float32)
+    meta = MetaTensor(torch.from_numpy(raw), meta={"filename_or_obj": "a.tif"})
+    prob = MixtureToProbabilities(classes=classes, block_pixels=block_pixels)(meta)
+    assert isinstance(prob, MetaTensor) and prob.meta["filename_or_obj"] == "a.tif"
+    assert prob.shape == (2, 11, 7) and prob.dtype == torch.float32
+    np.testing.assert_allclose(prob.numpy(), _ref_class_probs(raw[:m].astype(np.float64), classes), atol=1e-6)
