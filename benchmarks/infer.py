@@ -141,6 +141,17 @@ def _timed_loop(
     }
 
 
+def _precision(parser: Any, device: torch.device) -> str:
+    """The dtype the bundle's network computes in ("float32", "bfloat16", ...): its ``inference_precision`` as
+    :class:`cellseg_monai.inferers.FastInferer` resolves it on ``device`` (float32 without one)."""
+    from cellseg_monai.inferers import autocast_dtype
+
+    if "inference_precision" not in parser:
+        return "float32"
+    dtype = autocast_dtype(str(parser["inference_precision"]), device.type)
+    return str(dtype or torch.float32).replace("torch.", "")
+
+
 def measure_bundle(
     bundle_dir: Path, ckpt: Path, data: Path, split: str, out_dir: Path, overrides: Sequence[str], warmup: int
 ) -> dict[str, Any]:
@@ -148,7 +159,7 @@ def measure_bundle(
 
     Returns:
         ``{"images", "warmup_images", "megapixels", "net_s_per_mp", "post_s_per_mp", "s_per_mp", "params",
-        "tile", "gflop_per_mp", "inferer_gflop_per_mp", "device", "overrides_applied"}``: ``gflop_per_mp`` is one
+        "tile", "gflop_per_mp", "inferer_gflop_per_mp", "device", "precision", "overrides_applied"}``: ``gflop_per_mp`` is one
         forward pass on one inferer tile (``roi_size``, or the whole first image) divided by the tile's megapixels;
         ``inferer_gflop_per_mp`` is what the inferer actually executed on the first image (tile overlap and padding
         included) per megapixel of that image.
@@ -203,6 +214,7 @@ def measure_bundle(
         gflop_per_mp=tile_flops / 1e9 / (tile[0] * tile[1] / 1e6),
         inferer_gflop_per_mp=inferer_flops / 1e9 / _megapixels(items[0]),
         device=str(device),
+        precision=_precision(parser, device),
         overrides_applied=[f"{k}={json.dumps(v)}" for k, v in applied.items()],
     )
     if device.type == "cuda":

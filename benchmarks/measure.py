@@ -34,11 +34,14 @@ __all__ = [
     "ChildRun",
     "conv3x3_gflops",
     "cpu_model",
+    "efficiency",
     "forward_flops",
     "machine_info",
     "matmul_gflops",
+    "measure_peaks",
     "median_seconds",
     "parameter_count",
+    "peaks_for",
     "run_with_peak_rss",
 ]
 
@@ -267,3 +270,38 @@ def run_with_peak_rss(
     rss_file.unlink(missing_ok=True)
     scale = 1.0 / 2**20 if sys.platform == "darwin" else 1.0 / 2**10
     return ChildRun(returncode=code, seconds=seconds, peak_rss_mb=maxrss * scale, log=log)
+
+
+def efficiency(flops: float, seconds: float, peaks_gflops: Sequence[float]) -> tuple[float, float]:
+    """Achieved GFLOP/s of ``flops`` done in ``seconds``, and its fraction of the largest measured peak.
+
+    A fraction above 1 means the FLOP count or a peak is wrong (the peak is a measurement, not a bound): it is
+    reported as is, never clipped, so that the table shows it.
+
+    Raises:
+        ValueError: no positive peak or time.
+    """
+    peak = max(peaks_gflops, default=0.0)
+    if peak <= 0 or seconds <= 0:
+        raise ValueError(f"need a positive time and peak, got {seconds} s and peaks {list(peaks_gflops)}")
+    achieved = flops / seconds / 1e9
+    return achieved, achieved / peak
+
+
+def measure_peaks(dtype: Any = None, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Matmul and 3×3-convolution peaks of this process on ``device`` in float32, and in ``dtype`` too when a
+    bundle computes in it (bfloat16 on an AMX CPU: keys ``matmul_bfloat16``, ``conv3x3_bfloat16``)."""
+    n = 4096 if str(device).startswith("cuda") else 2048
+    peaks = {"matmul": matmul_gflops(n, repeats=5, device=device), "conv3x3": conv3x3_gflops(device=device)}
+    if dtype is not None and dtype != torch.float32:
+        name = str(dtype).replace("torch.", "")
+        peaks[f"matmul_{name}"] = matmul_gflops(n, repeats=5, device=device, dtype=dtype)
+        peaks[f"conv3x3_{name}"] = conv3x3_gflops(device=device, dtype=dtype)
+    return peaks
+
+
+def peaks_for(precision: str, peaks: dict[str, float]) -> list[float]:
+    """The peaks that fit a bundle computing in ``precision`` ("float32", "bfloat16", ...): that precision's."""
+    if precision == "float32":
+        return [v for k, v in peaks.items() if "_" not in k]
+    return [v for k, v in peaks.items() if k.endswith("_" + precision)]

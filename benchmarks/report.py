@@ -66,7 +66,11 @@ SPEED: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("params", _inf("params", ",d")),
     ("GFLOP/MP", _inf("gflop_per_mp", ".1f")),
     ("achieved GFLOP/s", _inf("achieved_gflops", ".1f")),
-    ("% of matmul peak", _inf("peak_fraction", ".1f", 100.0)),
+    ("precision", _inf("precision", "s")),
+    (
+        "% of peak",
+        lambda r: _inf("peak_fraction", ".1f", 100.0)(r) if "precision" in (r.get("inference") or {}) else "–",
+    ),
 ]
 
 
@@ -148,7 +152,17 @@ def markdown(doc: dict[str, Any], png_name: str | None = None) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, GPU {m['gpu'] or 'none'}; "
         f"python {m['python']}, torch {m['torch']}, monai {m['monai']}.",
         f"Matmul peak ({doc['matmul']['n']}² float32 `torch.mm`, median, {m['torch_threads']} threads): {peaks} "
-        f"(1 thread: {doc['matmul']['cpu_1_thread_gflops']:.1f} GFLOP/s).",
+        f"(1 thread: {doc['matmul']['cpu_1_thread_gflops']:.1f} GFLOP/s)."
+        + (
+            " Efficiency peaks (matmul 2048², 3×3 convolution 64→64 ch, per precision): "
+            + "; ".join(
+                f"{dev.upper()} " + ", ".join(f"{k} {v:.1f}" for k, v in p.items())
+                for dev, p in doc["peaks_gflops"].items()
+            )
+            + " GFLOP/s."
+            if doc.get("peaks_gflops")
+            else ""
+        ),
         f"Training: `train` split, {budget} per run, {s['epoch_length']} iterations per epoch, no validation during "
         f"training; overrides: {', '.join(f'`{o}`' for o in s['overrides']) or 'none'}. Scored on the `val` split "
         f"({doc['val_images']} images) with `cellseg_monai.metrics.folder.evaluate_folders`.",
@@ -178,8 +192,10 @@ def markdown(doc: dict[str, Any], png_name: str | None = None) -> str:
         "",
         "infer s/MP = network + post-processing (incl. writing outputs), median over val images after warm-up. "
         "GFLOP/MP: one forward pass on one inferer tile, per tile megapixel. Achieved GFLOP/s: FLOPs the inferer "
-        "executed per image megapixel (tile overlap included) ÷ network s/MP; % of matmul peak compares it with "
-        "the device's dense matmul throughput. Peak RSS: the child process's own `ru_maxrss`.",
+        "executed per image megapixel (tile overlap included) ÷ network s/MP; % of peak compares it with the larger "
+        "of the two efficiency peaks measured in the precision the network computes in (column *precision*; – where "
+        "the run did not record it: a float32 peak does not bound a bfloat16 network). Peak RSS: the child "
+        "process's own `ru_maxrss`.",
         "",
     ]
     own = [r for r in ok if r.get("bundle_metrics")]

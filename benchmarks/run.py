@@ -40,9 +40,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.infer import parse_override, select_overrides  # noqa: E402
-from benchmarks.measure import machine_info, matmul_gflops, run_with_peak_rss  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    efficiency,
+    machine_info,
+    matmul_gflops,
+    measure_peaks,
+    peaks_for,
+    run_with_peak_rss,
+)
 from benchmarks.report import write_report  # noqa: E402
 from cellseg_monai.bundle.paths import bundles_dir  # noqa: E402
+from cellseg_monai.inferers import autocast_dtype  # noqa: E402
 
 __all__ = [
     "DEFAULT_BUDGETS",
@@ -328,19 +336,22 @@ def write_val_labels(data: Path, gt_dir: Path) -> list[str]:
     return ids
 
 
-def _add_roofline(results: list[dict[str, Any]], peaks: dict[str, float]) -> None:
-    """Achieved inference GFLOP/s (executed FLOPs per MP ÷ network s per MP) and its fraction of the matmul peak."""
+def _add_roofline(results: list[dict[str, Any]], peaks: dict[str, dict[str, float]]) -> None:
+    """Achieved inference GFLOP/s (executed FLOPs per MP ÷ network s per MP) and its fraction of the larger peak
+    (dense matmul, 3×3 convolution) of the precision the network computes in (``benchmarks.measure.peaks_for``):
+    a bfloat16 network against the bfloat16 peaks. A result without its precision (older JSON) gets no fraction."""
     for r in results:
         inf = r.get("inference")
         if not inf:
             continue
-        device = str(inf.get("device", "cpu"))
-        peak = peaks["cuda"] if device.startswith("cuda") and "cuda" in peaks else peaks["cpu"]
+        device = "cuda" if str(inf.get("device", "cpu")).startswith("cuda") else "cpu"
         net, flops = inf.get("net_s_per_mp") or 0.0, inf.get("inferer_gflop_per_mp") or 0.0
-        achieved = flops / net if net > 0 and flops > 0 else None  # None: no network (classic baseline)
-        inf["peak_gflops"] = peak
-        inf["achieved_gflops"] = achieved
-        inf["peak_fraction"] = achieved / peak if achieved is not None else None
+        fitting = peaks_for(inf["precision"], peaks.get(device, {})) if "precision" in inf else []
+        inf["achieved_gflops"] = flops / net if net > 0 and flops > 0 else None  # None: no network (classic)
+        inf["peak_gflops"] = max(fitting) if fitting else None
+        inf["peak_fraction"] = None
+        if inf["achieved_gflops"] is not None and fitting:
+            inf["peak_fraction"] = efficiency(flops * 1e9, net, fitting)[1]
 
 
 def _default_machine() -> str:
@@ -413,14 +424,17 @@ def main(argv: list[str] | None = None) -> int:
     gt_dir = args.work / "gt_val"
     val_ids = write_val_labels(args.data, gt_dir)
 
-    peaks = {"cpu": matmul_gflops(args.matmul_n, device="cpu")}
+    matmul = {"cpu": matmul_gflops(args.matmul_n, device="cpu")}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # for context: one core, free of thread contention
     one_thread = matmul_gflops(args.matmul_n, device="cpu")
     torch.set_num_threads(threads)
+    # the peaks each network's efficiency is taken against: float32 and the precision FastInferer computes in
+    peaks = {"cpu": measure_peaks(autocast_dtype("auto", "cpu"), "cpu")}
     if torch.cuda.is_available():
-        peaks["cuda"] = matmul_gflops(max(args.matmul_n, 4096), device="cuda")
-    print(f"matmul peak: {', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in peaks.items())}", flush=True)
+        matmul["cuda"] = matmul_gflops(max(args.matmul_n, 4096), device="cuda")
+        peaks["cuda"] = measure_peaks(autocast_dtype("auto", "cuda"), "cuda")
+    print(f"matmul peak: {', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in matmul.items())}", flush=True)
 
     plan: list[tuple[str, Bundle | None, float | None]] = [] if args.no_classic else [("classic", None, None)]
     for b in bundles:
@@ -450,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_images": len(val_ids),
         "machine_name": args.machine,
         "machine": machine_info(),
-        "matmul": {"n": args.matmul_n, "dtype": "float32", "gflops": peaks, "cpu_1_thread_gflops": one_thread},
+        "matmul": {"n": args.matmul_n, "dtype": "float32", "gflops": matmul, "cpu_1_thread_gflops": one_thread},
+        "peaks_gflops": peaks,
         "settings": {
             "budgets": args.budgets,
             "minutes": args.minutes,

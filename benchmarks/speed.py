@@ -57,7 +57,6 @@ if str(REPO) not in sys.path:
 __all__ = [
     "BUNDLES",
     "PEERS",
-    "efficiency",
     "jittered_grid_nuclei",
     "main",
     "peer_ratios",
@@ -116,44 +115,6 @@ def jittered_grid_nuclei(size: int, count: int, seed: int = 0) -> tuple[Any, Any
 def s_per_mp(seconds: float, height: int, width: int) -> float:
     """Seconds per megapixel (1e6 pixels)."""
     return seconds / (height * width / 1e6)
-
-
-def efficiency(flops: float, seconds: float, peaks_gflops: Sequence[float]) -> tuple[float, float]:
-    """Achieved GFLOP/s of ``flops`` done in ``seconds``, and its fraction of the largest measured peak.
-
-    A fraction above 1 means the FLOP count or a peak is wrong (the peak is a measurement, not a bound): it is
-    reported as is, never clipped, so that the table shows it.
-
-    Raises:
-        ValueError: no positive peak or time.
-    """
-    peak = max(peaks_gflops, default=0.0)
-    if peak <= 0 or seconds <= 0:
-        raise ValueError(f"need a positive time and peak, got {seconds} s and peaks {list(peaks_gflops)}")
-    achieved = flops / seconds / 1e9
-    return achieved, achieved / peak
-
-
-def measure_peaks(dtype: Any = None) -> dict[str, float]:
-    """Matmul and 3×3-convolution peaks of this process in float32, and in ``dtype`` too when a bundle computes in
-    it (bfloat16 on an AMX CPU: keys ``matmul_bfloat16``, ``conv3x3_bfloat16``)."""
-    import torch
-
-    from benchmarks.measure import conv3x3_gflops, matmul_gflops
-
-    peaks = {"matmul": matmul_gflops(2048, repeats=5), "conv3x3": conv3x3_gflops()}
-    if dtype is not None and dtype != torch.float32:
-        name = str(dtype).replace("torch.", "")
-        peaks[f"matmul_{name}"] = matmul_gflops(2048, repeats=5, dtype=dtype)
-        peaks[f"conv3x3_{name}"] = conv3x3_gflops(dtype=dtype)
-    return peaks
-
-
-def peaks_for(precision: str, peaks: dict[str, float]) -> list[float]:
-    """The peaks that fit a bundle computing in ``precision`` ("float32", "bfloat16", ...): that precision's."""
-    if precision == "float32":
-        return [v for k, v in peaks.items() if "_" not in k]
-    return [v for k, v in peaks.items() if k.endswith("_" + precision)]
 
 
 def peer_ratios(bundle_s_per_mp: float, peers: dict[str, float | None]) -> dict[str, float | None]:
@@ -240,7 +201,7 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks.infer import load_state_dict
-    from benchmarks.measure import parameter_count
+    from benchmarks.measure import measure_peaks, parameter_count
 
     name, work = args.name, Path(args.work)
     root = REPO / "bundles" / name
@@ -669,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from benchmarks.measure import machine_info
+    from benchmarks.measure import efficiency, machine_info, measure_peaks, peaks_for
     from cellseg_monai.inferers import cpu_has_native_bfloat16
 
     start = time.monotonic()

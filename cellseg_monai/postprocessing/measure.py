@@ -17,13 +17,13 @@ def _spatial(array: np.ndarray | None, name: str, shape: tuple[int, int], allow_
     if allow_channels and array.ndim == 3:
         if array.shape[0] == 0:
             raise ValueError(f"{name} has no channels: shape {tuple(array.shape)}.")
-        array = array.astype(np.float64).mean(axis=0)
+        array = array.mean(axis=0, dtype=np.float64)  # accumulates in float64 without a float64 copy of C channels
     if array.ndim != 2:
         expected = "(H, W) or (C, H, W)" if allow_channels else "(H, W)"
         raise ValueError(f"{name} must be {expected}, got shape {tuple(np.asarray(array).shape)}.")
     if array.shape != shape:
         raise ValueError(f"{name} has height x width {array.shape}, but the labels have {shape}.")
-    return array.astype(np.float64)
+    return array  # np.bincount reads its weights as float64 itself
 
 
 def measure_instances(

@@ -83,7 +83,7 @@ def test_discover_bundles_weak_full_and_symlinks(tmp_path):
 def _result(method, kind, budget, f1):
     scores = dict.fromkeys(METRICS, 0.5) | {"f1@0.5": f1}
     inference = {"s_per_mp": 1.0, "net_s_per_mp": 0.5, "post_s_per_mp": 0.5, "peak_rss_mb": 500.0, "params": 1234,
-                 "gflop_per_mp": 10.0, "achieved_gflops": 20.0, "peak_fraction": 0.25}  # fmt: skip
+                 "gflop_per_mp": 10.0, "achieved_gflops": 20.0, "peak_fraction": 0.25, "precision": "float32"}  # fmt: skip
     train = None if kind == "classic" else {"seconds": 60.0, "iterations": 100, "peak_rss_mb": 900.0}
     return {"method": method, "kind": kind, "budget": budget, "train": train, "per_image_mean": scores,
             "pooled": scores, "bundle_metrics": {}, "inference": inference}  # fmt: skip
@@ -146,3 +146,17 @@ def test_markdown_and_files(tmp_path):
 
 def test_json_safe():
     assert json_safe({"a": [1.0, math.inf, (2, math.nan)], 3: Path("p")}) == {"a": [1.0, None, [2, None]], "3": "p"}
+
+
+def test_efficiency_column_only_where_the_precision_was_recorded():
+    doc = _doc()
+    del doc["results"][0]["inference"]["precision"]  # classic: as in a JSON written before precisions were recorded
+    doc["peaks_gflops"] = {"cpu": {"matmul": 100.0, "conv3x3": 80.0, "matmul_bfloat16": 400.0}}
+    md = markdown(doc)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    header = next(r for r in rows if "train s" in r)
+    col = header.index("% of peak")
+    by_method = {r[0]: r for r in rows if len(r) == len(header)}
+    assert by_method["fullm (full labels)"][col] == "25.0"
+    assert by_method["classic Otsu + watershed"][col] == "–"  # no precision recorded: no fraction
+    assert "CPU matmul 100.0, conv3x3 80.0, matmul_bfloat16 400.0 GFLOP/s" in md

@@ -32,6 +32,7 @@ TOP = {
     "machine_name",
     "machine",
     "matmul",
+    "peaks_gflops",
     "settings",
     "results",
 }
@@ -40,7 +41,7 @@ RESULT = {"method", "kind", "budget", "train", "eval_seconds", "per_image_mean",
           "inference"}  # fmt: skip
 TRAIN = {"seconds", "iterations", "epochs", "peak_rss_mb", "checkpoint", "log"}
 INFERENCE = {"images", "warmup_images", "megapixels", "net_s_per_mp", "post_s_per_mp", "s_per_mp", "params", "tile",
-             "gflop_per_mp", "inferer_gflop_per_mp", "device", "overrides_applied", "torch_threads", "peak_rss_mb",
+             "gflop_per_mp", "inferer_gflop_per_mp", "device", "precision", "overrides_applied", "torch_threads", "peak_rss_mb",
              "peak_gflops", "achieved_gflops", "peak_fraction"}  # fmt: skip
 
 
@@ -114,7 +115,8 @@ def test_every_method_ran_and_every_field_is_there(tiny):
         for key in ("per_image_mean", "pooled"):
             assert set(r[key]) == expected_names
             assert all(finite(v) and 0 <= v <= 1 for v in r[key].values()), r[key]
-        assert set(r["inference"]) == INFERENCE
+        # the classic baseline runs no network: no precision
+        assert set(r["inference"]) == INFERENCE - ({"precision"} if r["kind"] == "classic" else set())
     assert results[("impartial", 0.5)]["kind"] == "weak"
     if ("supervised_unet", None) in results:
         assert results[("supervised_unet", None)]["kind"] == "full"
@@ -149,11 +151,15 @@ def test_inference_fields(tiny):
         assert all(finite(inf[k]) and inf[k] >= 0 for k in ("net_s_per_mp", "post_s_per_mp"))
         assert finite(inf["s_per_mp"]) and inf["s_per_mp"] > 0
         assert 20 < inf["peak_rss_mb"] < 8000
-        assert finite(inf["peak_gflops"]) and inf["peak_gflops"] == doc["matmul"]["gflops"]["cpu"]
         if r["kind"] == "classic":
             assert inf["params"] == 0 and inf["net_s_per_mp"] == 0
             assert inf["achieved_gflops"] is None and inf["peak_fraction"] is None
             continue
+        # the efficiency peak is the larger of the two measured in the precision the network computes in
+        assert inf["precision"] in ("float32", "bfloat16")
+        own = [v for k, v in doc["peaks_gflops"]["cpu"].items() if (k.endswith("_" + inf["precision"]) or (
+            inf["precision"] == "float32" and "_" not in k))]  # fmt: skip
+        assert len(own) == 2 and inf["peak_gflops"] == max(own)
         assert inf["params"] > 0 and inf["tile"] == [192, 192] and inf["net_s_per_mp"] > 0
         assert inf["gflop_per_mp"] > 0
         # 192×192 sample images: the fitted inferer runs one 192×192 tile per image (MONAI's fixed 256² tile would
@@ -185,3 +191,24 @@ def test_classic_f1_against_brute_force_matching(tiny):
         for i in split["val"]
     ]
     assert r["per_image_mean"]["f1@0.5"] == pytest.approx(np.mean(scores), abs=1e-9)
+
+
+def test_roofline_takes_the_peaks_of_the_networks_precision():
+    from benchmarks.run import _add_roofline
+
+    peaks = {"cpu": {"matmul": 100.0, "conv3x3": 80.0, "matmul_bfloat16": 400.0, "conv3x3_bfloat16": 500.0}}
+    results = [
+        {"inference": {"device": "cpu", "precision": "bfloat16", "net_s_per_mp": 0.5, "inferer_gflop_per_mp": 150.0}},
+        {"inference": {"device": "cpu", "precision": "float32", "net_s_per_mp": 2.0, "inferer_gflop_per_mp": 100.0}},
+        {"inference": {"device": "cpu", "net_s_per_mp": 0.5, "inferer_gflop_per_mp": 150.0}},  # older JSON
+        {"inference": {"device": "cpu", "precision": "float32", "net_s_per_mp": 0.0, "inferer_gflop_per_mp": 0.0}},
+        {"error": "failed"},
+    ]
+    _add_roofline(results, peaks)
+    bf16, fp32, old, classic = (r["inference"] for r in results[:4])
+    # 150 GFLOP / 0.5 s = 300 GFLOP/s: 60 % of the bfloat16 conv peak (500), not 300 % of the float32 matmul (100)
+    assert bf16["achieved_gflops"] == pytest.approx(300.0) and bf16["peak_gflops"] == 500.0
+    assert bf16["peak_fraction"] == pytest.approx(0.6)
+    assert fp32["achieved_gflops"] == pytest.approx(50.0) and fp32["peak_fraction"] == pytest.approx(0.5)
+    assert old["achieved_gflops"] == pytest.approx(300.0) and old["peak_fraction"] is None
+    assert classic["achieved_gflops"] is None and classic["peak_fraction"] is None

@@ -12,8 +12,8 @@ from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.measure import conv3x3_gflops
-from benchmarks.speed import efficiency, jittered_grid_nuclei, peer_ratios, s_per_mp
+from benchmarks.measure import conv3x3_gflops, efficiency
+from benchmarks.speed import jittered_grid_nuclei, peer_ratios, s_per_mp
 
 
 def _conv_flops(cin: int, cout: int, k: int, h: int, w: int) -> int:
