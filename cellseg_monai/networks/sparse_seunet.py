@@ -34,10 +34,13 @@ Inputs of any size are zero-padded to a multiple of the network stride and the o
 **Predict at the training patch size.** The instance branch reads coordinate channels in [-1, 1] over its input
 (CoordConv, as SparseInst), so what a mask kernel learns in pixels depends on the input size: a model trained on
 128 × 128 crops and run on a whole 512 × 512 image predicts masks about 4× too wide (on BBBC038 val after 25 CPU
-minutes: F1@0.5 0.03 whole-image vs 0.26 tiled, same checkpoint and score threshold 0.3). The bundle therefore
-predicts tile by tile at the training patch size with :class:`cellseg_monai.inferers.TiledInstanceInferer` (instances stitched by tile cores,
-the semantic probabilities taken per pixel from the same cores), which also lifts the cap of N instances per image
-to N per tile.
+minutes: F1@0.5 0.03 whole-image vs 0.26 tiled, same checkpoint and score threshold 0.3). With the sparse decoder
+the bundle therefore predicts tile by tile at the training patch size with
+:class:`cellseg_monai.inferers.TiledInstanceInferer` (instances stitched by tile cores, the semantic probabilities
+taken per pixel from the same cores), which also lifts the cap of N instances per image to N per tile. Built with
+``decoder="watershed"``, eval mode skips the instance branch (channels 0 and 1 are zeros) and the semantic heads,
+which have no coordinate channels, run over large blended tiles instead (:class:`cellseg_monai.inferers.SEUNetInferer`
+picks the tiling for either decoder).
 """
 
 from __future__ import annotations
