@@ -81,3 +81,26 @@ def test_empty_labels() -> None:
 def test_bad_input(labels: np.ndarray, image: np.ndarray | None, prob: np.ndarray | None, error: type) -> None:
     with pytest.raises(error):
         measure_instances(labels, image=image, prob=prob)
+
+
+@pytest.mark.parametrize("block_pixels", [1, 25, 1 << 16])
+def test_row_blocks_match_scipy_on_random_labels(block_pixels, monkeypatch):
+    from scipy import ndimage
+
+    from cellseg_monai.postprocessing import measure
+
+    monkeypatch.setattr(measure, "BLOCK_PIXELS", block_pixels)  # 1 or 5 rows per block, or the whole image
+    rng = np.random.default_rng(3)
+    labels, _ = ndimage.label(ndimage.binary_opening(rng.random((37, 23)) > 0.45))
+    image = rng.integers(0, 4000, (3, 37, 23)).astype(np.uint16)
+    prob = rng.random((37, 23)).astype(np.float32)
+    rows = measure.measure_instances(labels, image, prob)
+    ids = list(range(1, int(labels.max()) + 1))
+    assert [r["id"] for r in rows] == ids and len(ids) > 5
+    com = ndimage.center_of_mass(np.ones_like(labels), labels, ids)
+    grey = ndimage.mean(image.astype(np.float64).mean(0), labels, ids)
+    score = ndimage.mean(prob.astype(np.float64), labels, ids)
+    for r, (cy, cx), g, s in zip(rows, com, grey, score, strict=True):
+        assert r["area"] == int((labels == r["id"]).sum())
+        assert r["centroid_y"] == pytest.approx(cy) and r["centroid_x"] == pytest.approx(cx)
+        assert r["mean_intensity"] == pytest.approx(g) and r["score"] == pytest.approx(s)
