@@ -192,6 +192,13 @@ def _profile(inferer: Any, network: Any, image: Any, top: int = 12) -> list[dict
     ]
 
 
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
 def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
     """Everything measured for one bundle (runs in its own process)."""
     import numpy as np
@@ -210,9 +217,10 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
     parser.read_config(str(root / "configs" / "inference.json"))
     parser["bundle_root"] = str(root)
     parser["output_dir"] = str(out_dir)
-    parser["device"] = "$torch.device('cpu')"
+    device = torch.device(args.device)
+    parser["device"] = f"$torch.device('{device}')"
     network = parser.get_parsed_content("network")
-    network.load_state_dict(load_state_dict(root / "models" / "model.pt", torch.device("cpu")))
+    network.load_state_dict(load_state_dict(root / "models" / "model.pt", device))
     network.eval()
     preprocessing = parser.get_parsed_content("preprocessing")
     inferer = parser.get_parsed_content("inferer")
@@ -223,7 +231,9 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
 
     def net(item: dict[str, Any]) -> Any:
         with torch.no_grad():
-            return inferer(item["image"][None], network)
+            out = inferer(item["image"][None].to(device), network)
+        _sync(device)  # a GPU runs asynchronously: the time is the work's, not the launch's
+        return out
 
     def post(item: dict[str, Any], pred: Any) -> None:
         postprocessing({**item, "pred": pred[0]})
@@ -233,9 +243,11 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
 
     # the precision the bundle's FastInferer computes in here, and the peaks again in this process right before its
     # own timings (same threads, same neighbours on the machine), in float32 and in that precision
-    dtype = autocast_dtype(str(parser["inference_precision"]), "cpu") if "inference_precision" in parser else None
+    precision = str(parser["inference_precision"]) if "inference_precision" in parser else "float32"
+    dtype = autocast_dtype(precision, device.type)
     result["precision"] = str(dtype or torch.float32).replace("torch.", "")
-    result["peaks_gflops"] = measure_peaks(dtype)
+    result["device"] = str(device)
+    result["peaks_gflops"] = measure_peaks(dtype, device)
     for size in args.sizes:
         item = load(work / "images" / f"nuclei{size}.tif")
         repeats = args.repeats_large if size >= 2048 else args.repeats
@@ -249,9 +261,12 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
             "net_s_per_mp": s_per_mp(net_s, size, size),
             "post_s_per_mp": s_per_mp(post_s, size, size),
         }
+        if device.type == "cuda":
+            entry["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            torch.cuda.reset_peak_memory_stats(device)
         if size <= args.flop_max_size:
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                inferer(item["image"][None], network)
+                inferer(item["image"][None].to(device), network)
             entry["flops"] = int(counter.get_total_flops())
             entry["gflop_per_mp"] = entry["flops"] / 1e9 / (size * size / 1e6)
         labels = out_dir / f"nuclei{size}.tif"
@@ -270,7 +285,8 @@ def bundle_child(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile:
         size = max([s for s in args.sizes if s <= 1024] or [min(args.sizes)])
         result["profile_size"] = size
-        result["profile"] = _profile(inferer, network, load(work / "images" / f"nuclei{size}.tif")["image"][None])
+        image = load(work / "images" / f"nuclei{size}.tif")["image"][None].to(device)
+        result["profile"] = _profile(inferer, network, image)
     if args.train_iterations > 0:
         try:
             result["train"] = _train_throughput(name, work, args.train_iterations)
@@ -414,7 +430,7 @@ def _run_child(python: str, kind: str, name: str, args: argparse.Namespace, work
     cmd = [python, str(Path(__file__).resolve()), "--child", kind, name, "--work", str(work), "--child-json", str(out)]
     cmd += ["--sizes", *map(str, args.peer_sizes if kind == "peer" else args.sizes)]
     cmd += ["--repeats", str(args.repeats), "--repeats-large", str(args.repeats_large)]
-    cmd += ["--memory-cap-mb", str(args.memory_cap_mb)]
+    cmd += ["--memory-cap-mb", str(args.memory_cap_mb), "--device", args.device]
     if kind == "bundle":
         cmd += ["--train-iterations", str(args.train_iterations), "--flop-max-size", str(args.flop_max_size)]
         cmd += [] if args.no_objects else ["--objects"]
@@ -469,7 +485,8 @@ def _report(doc: dict[str, Any]) -> str:
         f"({doc['lscpu'].get('Thread(s) per core', '?')} thread(s) per core; {doc['lscpu'].get('Flags', '')}), "
         f"{doc['threads']} torch/OMP thread(s) in every process; torch {doc['machine']['torch']}, "
         f"MONAI {doc['machine']['monai']}. Load average (1, 5, 15 min) before: {doc['load_before']}, after: "
-        f"{doc['load_after']} — on a busy machine every figure is slower than the machine can do.",
+        f"{doc['load_after']} — on a busy machine every figure is slower than the machine can do."
+        + (f" Bundles on {doc['device']} ({doc['gpu']}); peers on the CPU." if doc.get("gpu") else ""),
         "",
         f"Measured peaks ({doc['threads']} threads): "
         + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in peaks.items())
@@ -512,6 +529,13 @@ def _report(doc: dict[str, Any]) -> str:
             f"| {_fmt(eff.get('gflop_per_mp'), '.1f')} "
             f"| {_fmt(eff.get('achieved_gflops'), '.1f')} | {_fmt(eff.get('peak_fraction'), '.1f', 100)} | {tp} |"
         )
+    gpu = [b for b in doc["bundles"] if any("gpu_peak_mb" in e for e in b.get("sizes", {}).values())]
+    if gpu:
+        lines += ["", "GPU memory (`torch.cuda.max_memory_allocated` over the timed calls of each size), MB:", ""]
+        lines += ["| bundle | " + " | ".join(f"{s}²" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for b in gpu:
+            cells = [_fmt(b["sizes"].get(s, {}).get("gpu_peak_mb"), ".0f") for s in sizes]
+            lines.append(f"| {b['bundle']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Peers (same images, same threads, random weights: speed only)",
@@ -588,6 +612,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     )
     p.add_argument("--memory-cap-mb", type=float, default=12288, help="address-space cap per child (0: none)")
+    p.add_argument("--device", default="cpu", help="the bundles' device: cpu, or cuda (peers stay on the CPU)")
     p.add_argument("--quick", action="store_true", help="512² and 1024², 1 repeat, 3 training iterations")
     p.add_argument("--machine", default=None, help="file name part (default: cpu<threads>)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -604,6 +629,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.repeats, args.train_iterations = 1, min(args.train_iterations, 3)
     if args.peers == ["none"]:
         args.peers = []
+    if args.device.startswith("cuda"):
+        args.memory_cap_mb = 0  # CUDA reserves more address space than any cap allows; GPU memory is reported
     return args
 
 
@@ -631,11 +658,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from benchmarks.measure import efficiency, machine_info, measure_peaks, peaks_for
-    from cellseg_monai.inferers import cpu_has_native_bfloat16
+    from cellseg_monai.inferers import autocast_dtype, cpu_has_native_bfloat16
 
     start = time.monotonic()
     torch.set_num_threads(args.threads)
-    machine_name = args.machine or f"cpu{args.threads}"
+    machine_name = args.machine or (f"cpu{args.threads}" if args.device == "cpu" else "gpu")
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
     if work.exists() and args.work is not None:
         shutil.rmtree(work)
@@ -643,7 +670,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = _load()
     print(f"work folder {work}; load {load_before}", flush=True)
     _write_images(work, sorted(set(args.sizes) | set(args.peer_sizes)))
-    peaks = measure_peaks(torch.bfloat16 if cpu_has_native_bfloat16() else None)
+    if args.device == "cpu":
+        peaks = measure_peaks(torch.bfloat16 if cpu_has_native_bfloat16() else None)
+    else:
+        peaks = measure_peaks(autocast_dtype("auto", args.device), args.device)
     print("peaks: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()) + " GFLOP/s", flush=True)
 
     peers: list[dict[str, Any]] = []
@@ -673,6 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lscpu": _lscpu(),
         "platform": platform.platform(),
         "threads": args.threads,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
         "load_before": load_before,
         "load_after": _load(),
         "peaks_gflops": peaks,
