@@ -85,3 +85,11 @@ def test_reference_size_is_1024_when_both_ran_it(sizes, peer_sizes, ref):
     from benchmarks.speed import reference_size
 
     assert reference_size(sizes, peer_sizes) == ref
+
+
+def test_device_option_lifts_the_address_space_cap_on_cuda_only():
+    from benchmarks.speed import parse_args
+
+    cpu, gpu = parse_args([]), parse_args(["--device", "cuda"])
+    assert cpu.device == "cpu" and cpu.memory_cap_mb == 12288  # a CPU child gets MemoryError, not the OOM killer
+    assert gpu.device == "cuda" and gpu.memory_cap_mb == 0  # CUDA reserves more address space than any cap
