@@ -490,7 +490,8 @@ def _report(doc: dict[str, Any]) -> str:
         "",
         f"Measured peaks ({doc['threads']} threads): "
         + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in peaks.items())
-        + " GFLOP/s (matmul: dense 2048² `torch.mm`; conv3x3: 64→64 channels, 4×256², bfloat16 channels_last). "
+        + " GFLOP/s (matmul: dense 2048² `torch.mm` (4096² on a GPU); conv3x3: 64→64 channels, 4×256², channels_last in the "
+        "reduced precision). "
         "Each bundle's process measures them again right before its own timings (its `peaks_gflops` in the JSON); "
         "its efficiency is taken against the largest peak of the precision it computes in (column *precision*): a "
         "bfloat16 network against the bfloat16 peaks, a float32 one against the float32 peaks.",

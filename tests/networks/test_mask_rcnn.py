@@ -295,3 +295,19 @@ def test_scripted_network_equals_eager(cls, tmp_path):
         eager = net(x)
         assert eager[:, 0].max() > 0
         torch.testing.assert_close(scripted(x), eager)
+
+
+def test_matches_of_an_image_without_labelled_boxes_stay_on_the_samples_device():
+    """MONAI's Matcher answers an image without boxes on the CPU whatever the device; on a GPU that broke training
+    on crops without a labelled nucleus. The meta device stands in for a GPU here."""
+    from cellseg_monai.networks.mask_rcnn.network import match_on_device
+
+    net = MaskRCNN(in_channels=1)
+    anchors = torch.zeros((6, 4), device="meta")
+    empty = torch.zeros((0, 4), device="meta")
+    _, raw = net.rpn_matcher(empty, anchors, [], 1)
+    assert raw.device.type == "cpu"  # MONAI's behaviour this guards against
+    matches = match_on_device(net.rpn_matcher, empty, anchors, 1)
+    assert matches.device.type == "meta" and matches.shape == (6,)
+    boxes, cand = torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([[0.0, 0.0, 4.0, 4.0], [10.0, 10.0, 14.0, 14.0]])
+    assert match_on_device(net.box_matcher, boxes, cand, 1).tolist() == [0, Matcher.BELOW_LOW_THRESHOLD]

@@ -133,6 +133,16 @@ def default_parts(
     }
 
 
+def match_on_device(matcher: Matcher, gt: torch.Tensor, samples: torch.Tensor, per_location: int) -> torch.Tensor:
+    """``matcher``'s (A,) matched-box indices of ``samples`` for the boxes ``gt``, on the samples' device.
+
+    MONAI's ``Matcher`` returns its all-background answer for an image without boxes on the CPU whatever the
+    device; a crop with no labelled nucleus (common with partial labels) then broke GPU training in the sampler.
+    """
+    _, matches = matcher(gt, samples, [], per_location)
+    return matches.to(samples.device)
+
+
 class _AcceptsVersion1Arguments(type):
     """Metaclass of :class:`MaskRCNN` that keeps its version-1 call working: ``MaskRCNN(in_channels=3, ...,
     use_attention=True, use_centerness=True)`` (sizes and flags instead of parts, as bundle configs wrote it) goes
@@ -433,7 +443,7 @@ class MaskRCNN(nn.Module, metaclass=_AcceptsVersion1Arguments):
         # ---- RPN: match anchors, ignore negatives on unlabelled nuclei found, sample
         rpn_sel, rpn_lab, rpn_pos_d, rpn_pos_t, n_ignored_rpn = [], [], [], [], 0
         for b, ((gt, _), pred) in enumerate(zip(gts, found, strict=True)):
-            _, matches = self.rpn_matcher(gt.to(anchors), anchors, [], self.num_anchors)
+            matches = match_on_device(self.rpn_matcher, gt.to(anchors), anchors, self.num_anchors)
             lab = torch.where(matches >= 0, 1, torch.where(matches == Matcher.BETWEEN_THRESHOLDS, -1, 0))
             ignored = self.negatives_to_ignore(lab, anchors, pred)
             n_ignored_rpn += int(((ignored == -1) & (lab == 0)).sum())
@@ -458,7 +468,7 @@ class MaskRCNN(nn.Module, metaclass=_AcceptsVersion1Arguments):
         for (gt, ids), pred, prop in zip(gts, found, proposals, strict=True):
             gt = gt.to(prop)
             cand = torch.cat([prop, gt], 0)
-            _, matches = self.box_matcher(gt, cand, [], 1)
+            matches = match_on_device(self.box_matcher, gt, cand, 1)
             lab = (matches >= 0).long()
             ignored = self.negatives_to_ignore(lab, cand, pred)
             n_ignored_box += int(((ignored == -1) & (lab == 0)).sum())
