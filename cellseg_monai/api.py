@@ -174,6 +174,20 @@ def _split_writer(postprocessing: Any) -> tuple[Callable, Any]:
     return Compose([t for t in steps if t is not writers[0]]), writers[0]
 
 
+def _block_settings(parser: Any, evaluator: Mapping) -> dict[str, Any]:
+    """``block_size``, ``block_margin`` and ``whole_image_size`` of the config's evaluator: its own values, else
+    :class:`~cellseg_monai.engines.BlockwiseEvaluator`'s defaults; empty for any other evaluator (always whole)."""
+    import inspect
+
+    from cellseg_monai.engines.blockwise import BlockwiseEvaluator
+
+    if not str(evaluator.get("_target_", "")).endswith("BlockwiseEvaluator"):
+        return {}
+    defaults = inspect.signature(BlockwiseEvaluator.__init__).parameters
+    keys = ("block_size", "block_margin", "whole_image_size")
+    return {k: parser.get_parsed_content(f"evaluator#{k}") if k in evaluator else defaults[k].default for k in keys}
+
+
 def _checkpoint_loader(parser: Any) -> Any:
     """The config's ``CheckpointLoader`` (the first one among ``handlers``), built from the config."""
     for i, handler in enumerate(parser.get("handlers", [])):
@@ -206,7 +220,10 @@ class BundleModel:
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("evaluator#inferer")
         self.postprocessing, self._writer = _split_writer(parser.get_parsed_content("evaluator#postprocessing"))
-        has_own = "prepare_batch" in parser.get("evaluator", {})
+        evaluator = parser.get("evaluator", {})
+        has_own = "prepare_batch" in evaluator
+        #: block-wise settings of a BlockwiseEvaluator (none: always whole, as MONAI's SupervisedEvaluator)
+        self.blocks = _block_settings(parser, evaluator)
         self._prepare_batch = parser.get_parsed_content("evaluator#prepare_batch") if has_own else default_prepare_batch
         check_weights(parser.get_parsed_content("ckpt_path"), self.network.state_dict().keys())  # this network's?
         _checkpoint_loader(parser)(Engine(lambda engine, batch: None))  # the weights, as the bundle loads them
@@ -217,21 +234,27 @@ class BundleModel:
 
     def _run(self, image: Any) -> dict:
         """One image through preprocessing, inferer and postprocessing, the steps and data of one
-        ``SupervisedEvaluator`` iteration (batch of one, decollated before post-processing)."""
-        from monai.data import list_data_collate
-        from monai.engines.utils import engine_apply_transform
-        from monai.networks.utils import eval_mode
-        from monai.transforms import Decollated
+        ``SupervisedEvaluator`` iteration (batch of one, decollated before post-processing); an image larger than
+        the evaluator's ``whole_image_size`` block by block, as :class:`~cellseg_monai.engines.BlockwiseEvaluator`
+        segments it."""
+        from functools import partial
 
-        batch = list_data_collate([self.preprocessing({"image": image})])
-        prepared = self._prepare_batch(batch, self.device, False)
-        inputs, targets = prepared[0], prepared[1]
-        args, kwargs = (prepared[2], prepared[3]) if len(prepared) == 4 else ((), {})
-        with eval_mode(self.network):
-            output = {"image": inputs, "label": targets, "pred": self.inferer(inputs, self.network, *args, **kwargs)}
-        decollate = Decollated(keys=None, detach=True)
-        item, out = engine_apply_transform(decollate(batch)[0], decollate(output)[0], self.postprocessing)
-        return {**item, **out}
+        from cellseg_monai.engines.blockwise import segment_item, split_at_contract
+        from cellseg_monai.inferers.blocks import needs_blocks, segment_in_blocks
+
+        item = self.preprocessing({"image": image})
+        segment = partial(
+            segment_item,
+            network=self.network,
+            inferer=self.inferer,
+            prepare_batch=self._prepare_batch,
+            device=self.device,
+        )
+        if not needs_blocks(item["image"].shape[1:], self.blocks.get("whole_image_size")):
+            return segment(item, postprocessing=self.postprocessing)
+        decode, after = split_at_contract(self.postprocessing)
+        size, margin = self.blocks["block_size"], self.blocks["block_margin"]
+        return after(segment_in_blocks(item, partial(segment, postprocessing=decode), size, margin))
 
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Segment one image.

@@ -1,4 +1,5 @@
-"""Batch preparation and iteration for multi-input, multi-output and weak-label batches.
+"""Batch preparation and iteration for multi-input, multi-output and weak-label batches, and the evaluator that
+segments very large images block by block.
 
 ``CenternessWarmup`` and ``meta_of`` moved to :mod:`cellseg_monai.handlers`; reading them from here still works
 (with a ``DeprecationWarning``) so that configs written as ``$cellseg_monai.engines.meta_of(...)`` keep running.
@@ -9,9 +10,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from .blockwise import BlockwiseEvaluator, segment_item, split_at_contract
 from .prepare_batch import PrepareBatchDict
 
-__all__ = ["PrepareBatchDict"]
+__all__ = ["BlockwiseEvaluator", "PrepareBatchDict", "segment_item", "split_at_contract"]
 
 _MOVED = {"CenternessWarmup": "cellseg_monai.handlers", "meta_of": "cellseg_monai.handlers"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MEASUREMENT_COLUMNS", "measure_instances"]
+__all__ = ["MEASUREMENT_COLUMNS", "count_instances", "measure_instances", "present_ids"]
 
 #: Column order of the rows returned by :func:`measure_instances` (and of the inference CSV).
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("id", "area", "centroid_y", "centroid_x", "mean_intensity", "score")
@@ -27,6 +27,23 @@ def _spatial(array: np.ndarray | None, name: str, shape: tuple[int, int], allow_
     if array.shape[-2:] != shape:
         raise ValueError(f"{name} has height x width {array.shape[-2:]}, but the labels have {shape}.")
     return array
+
+
+def present_ids(labels: np.ndarray, max_id: int | None = None) -> np.ndarray:
+    """Boolean array over ids 0..``max_id`` (default: the largest label): which occur in the (H, W) non-negative
+    integer ``labels``; counted in blocks of rows (no label-sized int64 copy)."""
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0)) if max_id is None else int(max_id)
+    present = np.zeros(top + 1, dtype=bool)
+    rows = max(1, BLOCK_PIXELS * 16 // max(labels.shape[-1], 1))
+    for r in range(0, labels.shape[0], rows):
+        present |= np.bincount(labels[r : r + rows].ravel(), minlength=top + 1)[: top + 1] > 0
+    return present
+
+
+def count_instances(labels: np.ndarray) -> int:
+    """Number of distinct ids > 0 in the (H, W) non-negative integer ``labels``."""
+    return int(np.count_nonzero(present_ids(labels)[1:]))
 
 
 def measure_instances(

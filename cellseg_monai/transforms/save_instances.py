@@ -25,7 +25,7 @@ from skimage.color import hsv2rgb
 from skimage.segmentation import find_boundaries
 
 from cellseg_monai.data.io import atomic_path
-from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
+from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, count_instances, measure_instances
 
 __all__ = ["SaveInstancesd", "instance_overlay", "output_names", "write_png_rgb"]
 
@@ -40,6 +40,8 @@ _HUE_LOW, _HUE_HIGH = 0.05, 0.5
 _LABELS, _OVERLAY, _MEASUREMENTS = ".tif", "_overlay.png", ".csv"
 #: pixels per channel from which the display percentiles of the overlay are taken (see ``_normalise``)
 _PERCENTILE_SAMPLES = 2**18
+#: pixels per block of rows in which the overlay is drawn and compressed
+_BLOCK_PIXELS = 1 << 20
 
 
 def output_names(image_id: str, overlay: bool = True, measurements: bool = True) -> list[str]:
@@ -55,37 +57,63 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, o
         writer.writerows(rows)
 
 
-def _normalise(x: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> np.ndarray:
-    """Percentile normalisation to [0, 1] (clipped, float32); a constant image maps to 0.
+def _display_range(x: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> tuple[float, float]:
+    """The ``lower`` and ``upper`` percentiles of ``x`` ((H, W), or (C, H, W) taken jointly) for display.
 
     For display only, so the percentiles of a large image are taken on a regular sample of about
     ``_PERCENTILE_SAMPLES`` pixels per channel (every s-th row and column); the displayed values stay within 2 grey
     levels of those of the exact percentiles (``tests/transforms/test_save_instances.py``).
     """
-    x = np.asarray(x, dtype=np.float32)
+    lo, hi = np.percentile(np.asarray(_sample(x), dtype=np.float32), [lower, upper])
+    return float(lo), float(hi)
+
+
+def _sample(x: np.ndarray) -> np.ndarray:
+    """Every s-th row and column of ``x`` (..., H, W): about ``_PERCENTILE_SAMPLES`` pixels per channel."""
     step = max(1, int(np.sqrt(x.shape[-1] * x.shape[-2] / _PERCENTILE_SAMPLES)))
-    lo, hi = np.percentile(x[..., ::step, ::step], [lower, upper])
+    return x[..., ::step, ::step]
+
+
+def _to_uint8(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``x`` mapped from [lo, hi] to 0..255 (clipped, rounded) as uint8; a constant image (hi <= lo) maps to 0."""
     if hi <= lo:
-        return np.zeros_like(x)
-    return np.clip((x - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
+        return np.zeros(x.shape, dtype=np.uint8)
+    y = np.array(x, dtype=np.float32)  # a copy of one block of rows, worked on in place
+    y -= np.float32(lo)
+    y *= np.float32(1.0 / (hi - lo))
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= 255
+    return np.rint(y, out=y).astype(np.uint8)
+
+
+def _row_blocks(h: int, w: int) -> list[tuple[int, int]]:
+    rows = max(1, _BLOCK_PIXELS // max(w, 1))
+    return [(r, min(h, r + rows)) for r in range(0, h, rows)]
 
 
 def _display_rgb(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) or (C, H, W) image of any range → (H, W, 3) float RGB in [0, 1] for display.
+    """(H, W) or (C, H, W) image of any range → (H, W, 3) uint8 RGB for display, built in blocks of rows (no
+    image-sized float copy).
 
     One channel (or more than three) is shown grey (the channel mean); three channels as RGB normalised jointly
     (keeps the colour balance of H&E); two channels as red and green, each normalised on its own. None gives black.
     """
+    rgb = np.zeros((*shape, 3), dtype=np.uint8)
     if image is None:
-        return np.zeros((*shape, 3), dtype=np.float32)
+        return rgb
     if image.ndim == 2:
         image = image[None]
-    if image.shape[0] == 3:
-        return np.moveaxis(_normalise(image), 0, -1)
-    if image.shape[0] == 2:
-        return np.stack([_normalise(image[0]), _normalise(image[1]), np.zeros(shape, np.float32)], axis=-1)
-    grey = _normalise(image.mean(axis=0, dtype=np.float32))
-    return np.repeat(grey[..., None], 3, axis=-1)
+    c = image.shape[0]
+    if c in (2, 3):
+        ranges = [_display_range(image)] * 3 if c == 3 else [_display_range(image[0]), _display_range(image[1])]
+        for r0, r1 in _row_blocks(*shape):
+            for i, (lo, hi) in enumerate(ranges):
+                rgb[r0:r1, :, i] = _to_uint8(image[i, r0:r1], lo, hi)
+        return rgb
+    lo, hi = _display_range(_sample(image).mean(axis=0))
+    for r0, r1 in _row_blocks(*shape):
+        rgb[r0:r1] = _to_uint8(image[:, r0:r1].mean(axis=0, dtype=np.float32), lo, hi)[..., None]
+    return rgb
 
 
 def instance_overlay(labels: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
@@ -99,16 +127,21 @@ def instance_overlay(labels: np.ndarray, image: np.ndarray | None = None) -> np.
     Returns:
         (H, W, 3) uint8 RGB image. Boundary pixels (``skimage.segmentation.find_boundaries``, mode "inner") of
         object ``i`` get a fully saturated hue between orange and cyan, ``0.05 + 0.45 · frac(i · 0.618…)`` (golden-ratio
-        steps, so neighbouring ids differ in colour; no blue or magenta, which vanish on H&E).
+        steps, so neighbouring ids differ in colour; no blue or magenta, which vanish on H&E). Drawn in blocks of
+        rows (with one row of context each), so memory stays near the output's own size.
     """
-    rgb = _display_rgb(image, labels.shape)
-    rgb *= 255
-    out = np.rint(rgb, out=rgb).astype(np.uint8)
-    boundary = find_boundaries(labels, mode="inner") & (labels > 0)
-    ids = labels[boundary].astype(np.float64)
-    hue = _HUE_LOW + (_HUE_HIGH - _HUE_LOW) * ((ids * _GOLDEN_RATIO_CONJUGATE) % 1.0)
-    hsv = np.stack([hue, np.ones_like(ids), np.ones_like(ids)], axis=-1)
-    out[boundary] = np.round(hsv2rgb(hsv[None])[0] * 255).astype(np.uint8)
+    out = _display_rgb(image, labels.shape)
+    h = labels.shape[0]
+    for r0, r1 in _row_blocks(*labels.shape):
+        a, b = max(0, r0 - 1), min(h, r1 + 1)
+        part = labels[a:b]
+        boundary = (find_boundaries(part, mode="inner") & (part > 0))[r0 - a : r0 - a + (r1 - r0)]
+        ids = labels[r0:r1][boundary].astype(np.float64)
+        if not ids.size:
+            continue
+        hue = _HUE_LOW + (_HUE_HIGH - _HUE_LOW) * ((ids * _GOLDEN_RATIO_CONJUGATE) % 1.0)
+        hsv = np.stack([hue, np.ones_like(ids), np.ones_like(ids)], axis=-1)
+        out[r0:r1][boundary] = np.round(hsv2rgb(hsv[None])[0] * 255).astype(np.uint8)
     return out
 
 
@@ -127,13 +160,18 @@ def write_png_rgb(path: str | Path, rgb: np.ndarray, level: int = 1) -> None:
     if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"{path}: expected an (H, W, 3) uint8 image, got shape {rgb.shape} and dtype {rgb.dtype}.")
     h, w, _ = rgb.shape
-    rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)  # each row: filter byte 0, then R, G, B of every pixel
-    rows[:, 1:] = rgb.reshape(h, 3 * w)
+    compressor = zlib.compressobj(level)
+    parts = []
+    for r0, r1 in _row_blocks(h, 3 * w):  # a block of rows at a time: no image-sized copy
+        rows = np.zeros((r1 - r0, 1 + 3 * w), dtype=np.uint8)  # each row: filter byte 0, then R, G, B of every pixel
+        rows[:, 1:] = rgb[r0:r1].reshape(r1 - r0, 3 * w)
+        parts.append(compressor.compress(rows.tobytes()))
+    parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, colour type 2 (RGB), deflate, no interlace
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n")
         f.write(_png_chunk(b"IHDR", header))
-        f.write(_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)))
+        f.write(_png_chunk(b"IDAT", b"".join(parts)))
         f.write(_png_chunk(b"IEND", b""))
 
 
@@ -231,7 +269,7 @@ class SaveInstancesd(MapTransform):
         value = data[key]
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             raise TypeError(f"data[{key!r}] must be a loaded array or tensor, got {type(value).__name__}.")
-        return convert_to_numpy(value, wrap_sequence=True).astype(np.float32)
+        return convert_to_numpy(value, wrap_sequence=True).astype(np.float32, copy=False)
 
     def _add_attributes(self, data: Mapping[Hashable, object], labels: np.ndarray, rows: list, image_id: str) -> list:
         """Add each object's attribute values (mean over its pixels) to its measurement row; the column names."""
@@ -289,6 +327,6 @@ class SaveInstancesd(MapTransform):
                 if overlay is not None:
                     overlay.result()  # its error, if any, is raised here
             written = output_names(image_id, self.overlay, self.measurements)
-            n_objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+            n_objects = count_instances(labels)
             logger.info("%s: %d objects -> %s in %s", image_id, n_objects, ", ".join(written), self.output_dir)
         return data

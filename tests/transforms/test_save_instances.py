@@ -184,3 +184,19 @@ def test_overlay_display_range_of_a_large_image_matches_the_exact_percentiles() 
     exact = np.round(np.clip((image - lo) / (hi - lo), 0, 1) * 255).astype(np.int16)
     got = instance_overlay(labels, image).astype(np.int16)
     assert np.abs(np.moveaxis(got, -1, 0) - exact).max() <= 2  # a display difference of at most 2 grey levels
+
+
+@pytest.mark.parametrize("block_pixels", [1 << 20, 997, 300])
+def test_overlay_drawn_in_row_blocks_marks_the_whole_image_boundaries(monkeypatch, block_pixels: int) -> None:
+    import cellseg_monai.transforms.save_instances as module
+    from skimage.segmentation import find_boundaries
+
+    monkeypatch.setattr(module, "_BLOCK_PIXELS", block_pixels)  # many blocks of a few rows each
+    labels = np.zeros((61, 50), np.int32)
+    labels[5:30, 3:20], labels[28:60, 10:45], labels[0:3, 40:50] = 1, 2, 3  # objects across block borders
+    grey = np.full((61, 50), 7.0, np.float32)  # constant image: black background (0) everywhere
+    got = module.instance_overlay(labels, grey)
+    boundary = find_boundaries(labels, mode="inner") & (labels > 0)  # skimage on the whole image
+    np.testing.assert_array_equal(got.any(axis=-1), boundary)
+    for k in (1, 2, 3):  # one colour per object
+        assert len(np.unique(got[labels == k][boundary[labels == k]], axis=0)) == 1
