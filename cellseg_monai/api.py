@@ -279,7 +279,7 @@ class BundleModel:
         """
         from monai.utils import convert_to_numpy
 
-        from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances
+        from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, measure_instances, object_means
 
         data = self._run(_as_loaded_image(image, self.in_channels))
         writer = self._writer
@@ -297,12 +297,9 @@ class BundleModel:
         }
         attributes = data.get(writer.attributes_key) if writer.attributes_key is not None else None
         if attributes is not None:
-            from scipy import ndimage
-
-            attrs = convert_to_numpy(attributes).astype(np.float32)
-            ids = table["id"].tolist()
-            for name, channel in zip(writer.attribute_names, attrs, strict=True):
-                table[name] = np.asarray(ndimage.mean(channel, labels, index=ids) if ids else [], dtype=np.float64)
+            means = object_means(labels, convert_to_numpy(attributes).astype(np.float32, copy=False), table["id"])
+            for name, values in zip(writer.attribute_names, means, strict=True):
+                table[name] = np.asarray(values, dtype=np.float64)
         return labels, table
 
 

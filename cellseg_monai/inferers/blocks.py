@@ -142,7 +142,9 @@ class InstanceStitcher:
             self.labels[r : r + _ROWS] = lut[self.labels[r : r + _ROWS]]
         out = {LABELS_KEY: torch.from_numpy(self.labels[None])}
         out.update({key: torch.from_numpy(values) for key, values in self.maps.items()})
-        out[SCORED_KEY] = torch.cat([out[LABELS_KEY].float(), out[SCORE_KEY]])
+        scored = torch.empty((2, *self.shape), dtype=torch.float32)  # filled in place: no float copy of the labels
+        scored[0], scored[1] = out[LABELS_KEY][0], out[SCORE_KEY][0]
+        out[SCORED_KEY] = scored
         return {key: _like(value, like) for key, value in out.items()}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MEASUREMENT_COLUMNS", "count_instances", "measure_instances", "present_ids"]
+__all__ = ["MEASUREMENT_COLUMNS", "count_instances", "measure_instances", "object_means", "present_ids"]
 
 #: Column order of the rows returned by :func:`measure_instances` (and of the inference CSV).
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("id", "area", "centroid_y", "centroid_x", "mean_intensity", "score")
@@ -39,6 +39,25 @@ def present_ids(labels: np.ndarray, max_id: int | None = None) -> np.ndarray:
     for r in range(0, labels.shape[0], rows):
         present |= np.bincount(labels[r : r + rows].ravel(), minlength=top + 1)[: top + 1] > 0
     return present
+
+
+def object_means(labels: np.ndarray, maps: np.ndarray, ids: np.ndarray | list[int]) -> np.ndarray:
+    """(F, len(ids)) mean of each of the F (H, W) ``maps`` over the pixels of each object id of ``labels`` (NaN for
+    an id with no pixel); summed in blocks of rows, so no label-sized index or float64 copy is made."""
+    labels, maps = np.asarray(labels), np.asarray(maps)
+    if maps.ndim != 3 or maps.shape[1:] != labels.shape:
+        raise ValueError(f"maps must be (F, H, W) with H x W {labels.shape}; got shape {maps.shape}.")
+    ids = np.asarray(ids, dtype=np.intp)
+    n = int(max(labels.max(initial=0), ids.max(initial=0))) + 1
+    sums = np.zeros((1 + maps.shape[0], n))
+    rows = max(1, BLOCK_PIXELS // max(labels.shape[1], 1))
+    for r0 in range(0, labels.shape[0], rows):
+        flat = labels[r0 : r0 + rows].ravel().astype(np.intp, copy=False)
+        sums[0] += np.bincount(flat, minlength=n)
+        for f in range(maps.shape[0]):
+            sums[1 + f] += np.bincount(flat, weights=maps[f, r0 : r0 + rows].ravel(), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[1:, ids] / sums[0, ids]
 
 
 def count_instances(labels: np.ndarray) -> int:

@@ -20,12 +20,11 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy
-from scipy import ndimage
 from skimage.color import hsv2rgb
 from skimage.segmentation import find_boundaries
 
 from cellseg_monai.data.io import atomic_path
-from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, count_instances, measure_instances
+from cellseg_monai.postprocessing.measure import MEASUREMENT_COLUMNS, count_instances, measure_instances, object_means
 
 __all__ = ["SaveInstancesd", "instance_overlay", "output_names", "write_png_rgb"]
 
@@ -282,9 +281,8 @@ class SaveInstancesd(MapTransform):
                 f"({len(self.attribute_names)}, {labels.shape[0]}, {labels.shape[1]}) for attribute_names "
                 f"{self.attribute_names}."
             )
-        ids = [int(row["id"]) for row in rows]
-        for name, channel in zip(self.attribute_names, attrs, strict=True):
-            values = ndimage.mean(channel, labels, index=ids) if ids else []
+        means = object_means(labels, attrs, [int(row["id"]) for row in rows])
+        for name, values in zip(self.attribute_names, means, strict=True):
             for row, value in zip(rows, values, strict=True):
                 row[name] = float(value)
         return list(self.attribute_names)

@@ -104,3 +104,23 @@ def test_row_blocks_match_scipy_on_random_labels(block_pixels, monkeypatch):
         assert r["area"] == int((labels == r["id"]).sum())
         assert r["centroid_y"] == pytest.approx(cy) and r["centroid_x"] == pytest.approx(cx)
         assert r["mean_intensity"] == pytest.approx(g) and r["score"] == pytest.approx(s)
+
+
+def test_object_means_and_presence_against_scipy(monkeypatch):
+    import cellseg_monai.postprocessing.measure as module
+    from scipy import ndimage
+
+    monkeypatch.setattr(module, "BLOCK_PIXELS", 37)  # many blocks of one row (and rows split across none)
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 9, (23, 31)).astype(np.int32)
+    labels[labels == 5] = 0  # id 5 absent
+    maps = rng.normal(size=(3, 23, 31)).astype(np.float32)
+    ids = [1, 2, 4, 6, 8]
+    got = module.object_means(labels, maps, ids)
+    for f in range(3):
+        np.testing.assert_allclose(got[f], ndimage.mean(maps[f], labels, index=ids), rtol=1e-6)
+    assert np.isnan(module.object_means(labels, maps, [5])).all()
+    np.testing.assert_array_equal(module.present_ids(labels), [i in np.unique(labels) for i in range(9)])
+    assert module.count_instances(labels) == len(np.unique(labels)) - 1 == 7
+    with pytest.raises(ValueError, match="maps must be"):
+        module.object_means(labels, maps[0], ids)
