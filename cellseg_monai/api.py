@@ -287,8 +287,8 @@ class BundleModel:
         labels = labels.astype(np.uint16 if labels.size == 0 or labels.max() <= np.iinfo(np.uint16).max else np.int32)
         shown = data.get(writer.image_key) if writer.image_key is not None else None
         prob = data.get(writer.prob_key) if writer.prob_key is not None else None
-        grey = None if shown is None else convert_to_numpy(shown).astype(np.float32)
-        prob = None if prob is None else convert_to_numpy(prob).astype(np.float32).reshape(labels.shape)
+        grey = None if shown is None else convert_to_numpy(shown).astype(np.float32, copy=False)
+        prob = None if prob is None else convert_to_numpy(prob).astype(np.float32, copy=False).reshape(labels.shape)
         rows = measure_instances(labels, grey, prob)
         columns = [c for c in MEASUREMENT_COLUMNS if c != "score" or prob is not None]
         table = {

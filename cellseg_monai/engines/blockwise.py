@@ -18,30 +18,51 @@ from functools import partial
 from typing import Any
 
 import torch
-from monai.data import decollate_batch, list_data_collate
+from monai.data import MetaTensor, decollate_batch, list_data_collate
+from monai.data.utils import collate_meta_tensor
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents, engine_apply_transform
 from monai.networks.utils import eval_mode
-from monai.transforms import Compose, Decollated
+from monai.transforms import Compose, Decollated, apply_transform
 from monai.utils import CommonKeys as Keys
 
 from cellseg_monai.inferers.blocks import needs_blocks, segment_in_blocks
 from cellseg_monai.transforms.instance_outputs import InstanceOutputsd
 
-__all__ = ["BlockwiseEvaluator", "segment_item", "split_at_contract"]
+__all__ = ["BlockwiseEvaluator", "batch_of", "segment_item", "split_at_contract"]
 
 
 def split_at_contract(postprocessing: Callable) -> tuple[Compose, Compose]:
     """``postprocessing`` cut after its last :class:`InstanceOutputsd`: (steps up to the output contract, the
-    steps after it, e.g. the file writer)."""
+    steps after it, e.g. the file writer), each a ``Compose`` with the original one's options."""
     steps = list(getattr(postprocessing, "transforms", [postprocessing]))
     ends = [i for i, step in enumerate(steps) if isinstance(step, InstanceOutputsd)]
     if not ends:
         raise ValueError(
             "block-wise segmentation needs a post-processing that ends its decoding with "
-            "cellseg_monai.transforms.InstanceOutputsd (the output contract); none found."
+            "cellseg_monai.transforms.InstanceOutputsd (the output contract, as a step of its Compose); none found."
         )
-    return Compose(steps[: ends[-1] + 1]), Compose(steps[ends[-1] + 1 :])
+    options = {}
+    if isinstance(postprocessing, Compose):
+        options = {
+            "map_items": postprocessing.map_items,
+            "unpack_items": postprocessing.unpack_items,
+            "log_stats": postprocessing.log_stats,
+        }
+    return Compose(steps[: ends[-1] + 1], **options), Compose(steps[ends[-1] + 1 :], **options)
+
+
+def batch_of(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Tensors of one key, one per image, as MONAI's ``list_data_collate`` batches them (MetaTensor metadata
+    collated so that decollation gives each image its own back); one image is batched as a view, without a copy
+    of an image-sized output."""
+    if len(tensors) > 1 or not isinstance(tensors[0], MetaTensor):
+        return collate_meta_tensor(tensors) if isinstance(tensors[0], MetaTensor) else torch.stack(tensors)
+    one = tensors[0]
+    collated = MetaTensor(one.as_tensor()[None])
+    small = collate_meta_tensor([one[..., :1, :1]])  # MONAI's own metadata collation, on a 1-pixel crop
+    collated.meta, collated.applied_operations, collated.is_batch = small.meta, small.applied_operations, True
+    return collated
 
 
 def segment_item(
@@ -103,34 +124,45 @@ class BlockwiseEvaluator(SupervisedEvaluator):
             raise ValueError("BlockwiseEvaluator post-processes decollated items: decollate must be True.")
         if int(block_size) < 1 or int(block_margin) < 0:
             raise ValueError(f"block_size must be >= 1 and block_margin >= 0; got {block_size}, {block_margin}.")
-        super().__init__(*args, postprocessing=None, **kwargs)  # applied below, whole or after stitching
-        self.postprocessing = postprocessing
         self.block_size, self.block_margin = int(block_size), int(block_margin)
         self.whole_image_size = None if whole_image_size is None else int(whole_image_size)
-        self._decode, self._after = (None, None)
-        if postprocessing is not None and self.whole_image_size is not None:
-            self._decode, self._after = split_at_contract(postprocessing)
+        self._split: tuple[Compose, Compose] | None = None  # postprocessing cut at the contract, on first use
         self._stitched = False
-        if postprocessing is not None:
-            self.add_event_handler(IterationEvents.MODEL_COMPLETED, self._postprocess)  # after MONAI's decollate
+        # MONAI registers this in its usual place (after decollate, before metrics and handlers)
+        posttrans = None if postprocessing is None else self._apply_postprocessing
+        super().__init__(*args, postprocessing=posttrans, **kwargs)
+        self.postprocessing = postprocessing
 
-    def _postprocess(self, engine: BlockwiseEvaluator) -> None:
-        transform = self._after if self._stitched else self.postprocessing
-        for i, (b, o) in enumerate(zip(engine.state.batch, engine.state.output, strict=True)):
-            engine.state.batch[i], engine.state.output[i] = engine_apply_transform(b, o, transform)
+    def _apply_postprocessing(self, data: Any) -> Any:
+        """The configured post-processing on one decollated item, or only its steps after the output contract when
+        the item was stitched from blocks (its contract keys are there already)."""
+        if not self._stitched:
+            return apply_transform(self.postprocessing, data)
+        return apply_transform(self._parts()[1], data)
+
+    def _parts(self) -> tuple[Compose, Compose]:
+        if self._split is None:
+            if self.postprocessing is None:
+                raise ValueError("block-wise segmentation needs the evaluator's postprocessing; none was given.")
+            self._split = split_at_contract(self.postprocessing)
+        return self._split
 
     def _iteration(self, engine: BlockwiseEvaluator, batchdata: dict[str, Any]) -> dict:
+        """As ``SupervisedEvaluator._iteration`` for images up to ``whole_image_size``. Larger ones: each image of
+        the batch is segmented by :func:`segment_in_blocks` (prepare_batch, inferer and the post-processing up to the
+        contract, per block); ``output["pred"]`` and the other contract keys hold the stitched result when
+        ``FORWARD_COMPLETED`` fires (the raw network output of a whole large image never exists), ``image`` and
+        ``label`` what ``prepare_batch`` gives for the whole batch."""
         image = batchdata[Keys.IMAGE] if isinstance(batchdata, Mapping) else None
         self._stitched = isinstance(image, torch.Tensor) and needs_blocks(image.shape[2:], self.whole_image_size)
         if not self._stitched:
             return super()._iteration(engine, batchdata)
-        if self._decode is None:
-            raise ValueError("block-wise segmentation needs the evaluator's postprocessing; none was given.")
+        decode = self._parts()[0]
         segment = partial(
             segment_item,
             network=engine.network,
             inferer=engine.inferer,
-            postprocessing=self._decode,
+            postprocessing=decode,
             prepare_batch=engine.prepare_batch,
             device=engine.state.device,
             non_blocking=engine.non_blocking,
@@ -143,10 +175,11 @@ class BlockwiseEvaluator(SupervisedEvaluator):
             segment_in_blocks(item, segment, self.block_size, self.block_margin, image_key=Keys.IMAGE)
             for item in decollate_batch(batchdata, detach=True)
         ]
-        output: dict[str, Any] = {Keys.IMAGE: image, Keys.LABEL: batchdata.get(Keys.LABEL)}
+        prepared = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        output: dict[str, Any] = {Keys.IMAGE: prepared[0], Keys.LABEL: prepared[1]}
         for key in items[0]:
             if key not in batchdata:
-                output[key] = items[0][key][None] if len(items) == 1 else torch.stack([it[key] for it in items])
+                output[key] = batch_of([it[key] for it in items])
         engine.state.output = output
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

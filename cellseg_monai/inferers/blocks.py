@@ -11,7 +11,8 @@ each block is its core widened by ``margin`` pixels of context on every side tha
 :class:`~cellseg_monai.inferers.TiledInstanceInferer`, an instance belongs to the block whose core holds its
 centroid (pixel centres), so an object whose extent from its centroid is at most ``margin`` is segmented whole,
 exactly once; where instances kept by neighbouring blocks still overlap, the higher-scoring one wins the pixels
-(ties: the first block's) and an instance left with no pixel disappears; ids are renumbered 1..K in block order.
+(ties: the first block's) and an instance left with less than half of its pixels disappears; ids are renumbered
+1..K in block order.
 The per-pixel maps of the contract (score, foreground probability, attributes) are taken from the block that owns
 the pixel: the one whose instance holds it, else the one whose core holds it. ``pred_scored`` is rebuilt from the
 stitched labels and score. Other keys a bundle's post-processing leaves are not stitched.
@@ -34,7 +35,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_numpy
 
 from cellseg_monai.contract import ATTRIBUTES_KEY, FG_PROB_KEY, LABELS_KEY, SCORE_KEY, SCORED_KEY
-from cellseg_monai.postprocessing.measure import present_ids
+from cellseg_monai.postprocessing.measure import label_areas
 
 __all__ = ["InstanceStitcher", "block_windows", "needs_blocks", "segment_in_blocks"]
 
@@ -82,16 +83,24 @@ class InstanceStitcher:
         self.labels = np.zeros(self.shape, dtype=np.int32)
         self.maps: dict[str, np.ndarray] = {}
         self.scores: list[np.ndarray] = [np.zeros(1)]  # per-instance scores; id 0 = background
+        self.areas: list[np.ndarray] = [np.zeros(1)]  # per-instance areas in their own block
         self.count = 0
+        self.done = False
 
     def add(self, out: Mapping[str, Any], rows: tuple[int, int, int, int], cols: tuple[int, int, int, int]) -> None:
         """Add one block's outputs: ``out`` holds the contract keys of the block ``rows`` × ``cols``, each a
         ``(start, stop, core_lo, core_hi)`` of :func:`block_windows`."""
         (y0, y1, cy0, cy1), (x0, x1, cx0, cx1) = rows, cols
         hw = (y1 - y0, x1 - x0)
+        if self.done:
+            raise RuntimeError("InstanceStitcher.result() was called: start a new stitcher for a new image.")
         labels = _numpy(out[LABELS_KEY], LABELS_KEY, hw)[0].astype(np.int64)
         score = _numpy(out[SCORE_KEY], SCORE_KEY, hw)[0].astype(np.float64)
         k = int(labels.max(initial=0))
+        if k > labels.size:  # sparse ids: make them 1..n so per-id arrays stay the size of the block
+            ids, inverse = np.unique(labels, return_inverse=True)
+            labels = inverse.reshape(hw) + (1 if ids[0] != 0 else 0)
+            k = int(labels.max(initial=0))
         lut = np.zeros(k + 1, dtype=np.int64)
         if k:
             ids = labels.ravel()
@@ -107,6 +116,7 @@ class InstanceStitcher:
             kept = np.flatnonzero(keep)
             lut[kept] = np.arange(self.count + 1, self.count + 1 + len(kept))
             self.scores.append(mean_score[kept])
+            self.areas.append(area[kept])
             self.count += len(kept)
         mapped = lut[labels]
         window = self.labels[y0:y1, x0:x1]  # a view: writes go to the whole image
@@ -132,9 +142,16 @@ class InstanceStitcher:
             self.maps[key][:, y0:y1, x0:x1][:, take] = values[:, take]
 
     def result(self, like: Any = None) -> dict[str, MetaTensor]:
-        """The whole-image contract outputs: labels renumbered 1..K (instances that lost every pixel dropped),
-        the stitched maps and ``pred_scored``; each a (C, H, W) CPU MetaTensor with a copy of ``like``'s metadata."""
-        present = present_ids(self.labels, self.count)
+        """The whole-image contract outputs (call once, after the last block): labels renumbered 1..K, the
+        stitched maps and ``pred_scored``; each a (C, H, W) CPU MetaTensor with a copy of ``like``'s metadata.
+
+        An instance that lost more than half of its pixels to higher-scoring instances of other blocks is dropped
+        (its remaining pixels become background): two blocks' versions of one object leave one object, not a
+        sliver beside it."""
+        if self.done:
+            raise RuntimeError("InstanceStitcher.result() can be called once (it renumbers the labels in place).")
+        self.done = True
+        present = label_areas(self.labels, self.count) * 2 >= np.concatenate(self.areas)
         present[0] = False
         lut = np.zeros(self.count + 1, dtype=np.int32)
         lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MEASUREMENT_COLUMNS", "count_instances", "measure_instances", "object_means", "present_ids"]
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "count_instances",
+    "label_areas",
+    "measure_instances",
+    "object_means",
+    "present_ids",
+]
 
 #: Column order of the rows returned by :func:`measure_instances` (and of the inference CSV).
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("id", "area", "centroid_y", "centroid_x", "mean_intensity", "score")
@@ -29,16 +36,21 @@ def _spatial(array: np.ndarray | None, name: str, shape: tuple[int, int], allow_
     return array
 
 
-def present_ids(labels: np.ndarray, max_id: int | None = None) -> np.ndarray:
-    """Boolean array over ids 0..``max_id`` (default: the largest label): which occur in the (H, W) non-negative
-    integer ``labels``; counted in blocks of rows (no label-sized int64 copy)."""
+def label_areas(labels: np.ndarray, max_id: int | None = None) -> np.ndarray:
+    """Pixel count of each id 0..``max_id`` (default: the largest label) in the (H, W) non-negative integer
+    ``labels``; counted in blocks of rows (no label-sized int64 copy)."""
     labels = np.asarray(labels)
     top = int(labels.max(initial=0)) if max_id is None else int(max_id)
-    present = np.zeros(top + 1, dtype=bool)
+    areas = np.zeros(top + 1, dtype=np.int64)
     rows = max(1, BLOCK_PIXELS * 16 // max(labels.shape[-1], 1))
     for r in range(0, labels.shape[0], rows):
-        present |= np.bincount(labels[r : r + rows].ravel(), minlength=top + 1)[: top + 1] > 0
-    return present
+        areas += np.bincount(labels[r : r + rows].ravel(), minlength=top + 1)[: top + 1]
+    return areas
+
+
+def present_ids(labels: np.ndarray, max_id: int | None = None) -> np.ndarray:
+    """Boolean array over ids 0..``max_id`` (default: the largest label): which occur in ``labels``."""
+    return label_areas(labels, max_id) > 0
 
 
 def object_means(labels: np.ndarray, maps: np.ndarray, ids: np.ndarray | list[int]) -> np.ndarray:

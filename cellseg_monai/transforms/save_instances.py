@@ -63,7 +63,11 @@ def _display_range(x: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> tu
     ``_PERCENTILE_SAMPLES`` pixels per channel (every s-th row and column); the displayed values stay within 2 grey
     levels of those of the exact percentiles (``tests/transforms/test_save_instances.py``).
     """
-    lo, hi = np.percentile(np.asarray(_sample(x), dtype=np.float32), [lower, upper])
+    return _percentiles(_sample(x), lower, upper)
+
+
+def _percentiles(sample: np.ndarray, lower: float = 1.0, upper: float = 99.8) -> tuple[float, float]:
+    lo, hi = np.percentile(np.asarray(sample, dtype=np.float32), [lower, upper])
     return float(lo), float(hi)
 
 
@@ -109,7 +113,7 @@ def _display_rgb(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray
             for i, (lo, hi) in enumerate(ranges):
                 rgb[r0:r1, :, i] = _to_uint8(image[i, r0:r1], lo, hi)
         return rgb
-    lo, hi = _display_range(_sample(image).mean(axis=0))
+    lo, hi = _percentiles(_sample(image).mean(axis=0, dtype=np.float32))  # the channel mean, sampled
     for r0, r1 in _row_blocks(*shape):
         rgb[r0:r1] = _to_uint8(image[:, r0:r1].mean(axis=0, dtype=np.float32), lo, hi)[..., None]
     return rgb

@@ -93,9 +93,10 @@ def test_objects_cut_by_every_block_border_come_back_whole():
     assert _same_partition(np.asarray(out[LABELS_KEY][0]), truth)
 
 
-def _conflict(first_wins: bool):
-    """A method whose blocks disagree: the first block (columns 0..59 + margin) sees one wide object A centred in
-    its core, the second one sees a different object B centred in its own core, overlapping A on columns 56..63."""
+def _conflict(first_wins: bool, b_stop: int = 76):
+    """A method whose blocks disagree: the first block (columns 0..59 + margin) sees one wide object A (columns
+    40..63) centred in its core, the second one sees a different object B (columns 56..b_stop-1) centred in its
+    own core; A and B share columns 56..63."""
     scores = (0.9, 0.4) if first_wins else (0.4, 0.9)
 
     def segment(block: dict) -> dict:
@@ -103,7 +104,7 @@ def _conflict(first_wins: bool):
         h, w = block["image"].shape[-2:]
         labels = np.zeros((h, w), np.int32)
         cols = np.arange(start, start + w)
-        labels[2:8, (cols >= 40) & (cols < 64) if start == 0 else (cols >= 56) & (cols < 70)] = 1
+        labels[2:8, (cols >= 40) & (cols < 64) if start == 0 else (cols >= 56) & (cols < b_stop)] = 1
         score = np.where(labels > 0, scores[0] if start == 0 else scores[1], 0.0).astype(np.float32)
         return {**block, LABELS_KEY: torch.as_tensor(labels[None]), SCORE_KEY: torch.as_tensor(score[None])}
 
@@ -113,14 +114,20 @@ def _conflict(first_wins: bool):
 
 @pytest.mark.parametrize("first_wins", [True, False])
 def test_overlapping_instances_of_neighbouring_blocks_go_to_the_higher_score(first_wins):
-    out = _conflict(first_wins)
+    out = _conflict(first_wins)  # each loses at most 8 of its 20 or 24 columns: both stay
     labels, score = np.asarray(out[LABELS_KEY][0]), np.asarray(out[SCORE_KEY][0])
-    a, b = labels[4, 50], labels[4, 66]
+    a, b = labels[4, 50], labels[4, 70]
     assert a > 0 and b > 0 and a != b
     assert np.all(labels[2:8, 56:64] == (a if first_wins else b))  # the shared columns
-    assert np.all(labels[2:8, 40:56] == a) and np.all(labels[2:8, 64:70] == b)
+    assert np.all(labels[2:8, 40:56] == a) and np.all(labels[2:8, 64:76] == b)
     np.testing.assert_allclose(score[4, 56:64], 0.9)  # the map follows the pixel's owner
     assert labels.max() == 2
+
+
+def test_an_instance_left_with_under_half_of_its_pixels_is_dropped_not_kept_as_a_sliver():
+    out = _conflict(first_wins=True, b_stop=66)  # B (10 columns) loses 8 to A: its 2 remaining columns go
+    labels = np.asarray(out[LABELS_KEY][0])
+    assert sorted(np.unique(labels)) == [0, 1] and np.all(labels[2:8, 40:64] == 1) and not labels[:, 64:].any()
 
 
 def test_an_instance_that_loses_every_pixel_disappears_and_ids_stay_consecutive():

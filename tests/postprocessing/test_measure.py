@@ -107,8 +107,9 @@ def test_row_blocks_match_scipy_on_random_labels(block_pixels, monkeypatch):
 
 
 def test_object_means_and_presence_against_scipy(monkeypatch):
-    import cellseg_monai.postprocessing.measure as module
     from scipy import ndimage
+
+    import cellseg_monai.postprocessing.measure as module
 
     monkeypatch.setattr(module, "BLOCK_PIXELS", 37)  # many blocks of one row (and rows split across none)
     rng = np.random.default_rng(4)

@@ -166,6 +166,15 @@ def test_write_png_rgb_round_trips_through_an_independent_reader(tmp_path: Path,
     np.testing.assert_array_equal(iio.imread(tmp_path / "x.png"), rgb)  # Pillow decodes it bit-exactly
 
 
+def test_write_png_rgb_compressed_in_row_blocks_round_trips(tmp_path: Path, monkeypatch) -> None:
+    import cellseg_monai.transforms.save_instances as module
+
+    monkeypatch.setattr(module, "_BLOCK_PIXELS", 50)  # blocks of one or a few rows
+    rgb = np.random.default_rng(3).integers(0, 256, (41, 9, 3), dtype=np.uint8)
+    module.write_png_rgb(tmp_path / "x.png", rgb)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "x.png"), rgb)
+
+
 def test_write_png_rgb_rejects_what_it_cannot_write(tmp_path: Path) -> None:
     from cellseg_monai.transforms.save_instances import write_png_rgb
 
@@ -188,8 +197,9 @@ def test_overlay_display_range_of_a_large_image_matches_the_exact_percentiles() 
 
 @pytest.mark.parametrize("block_pixels", [1 << 20, 997, 300])
 def test_overlay_drawn_in_row_blocks_marks_the_whole_image_boundaries(monkeypatch, block_pixels: int) -> None:
-    import cellseg_monai.transforms.save_instances as module
     from skimage.segmentation import find_boundaries
+
+    import cellseg_monai.transforms.save_instances as module
 
     monkeypatch.setattr(module, "_BLOCK_PIXELS", block_pixels)  # many blocks of a few rows each
     labels = np.zeros((61, 50), np.int32)
