@@ -24,7 +24,6 @@ agree with the whole-image result up to the network's own tiling.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +35,7 @@ from monai.utils import convert_to_numpy
 
 from cellseg_monai.contract import ATTRIBUTES_KEY, FG_PROB_KEY, LABELS_KEY, SCORE_KEY, SCORED_KEY
 from cellseg_monai.postprocessing.measure import label_areas
+from cellseg_monai.transforms.instance_outputs import with_meta_of
 
 __all__ = ["InstanceStitcher", "block_windows", "needs_blocks", "segment_in_blocks"]
 
@@ -162,13 +162,7 @@ class InstanceStitcher:
         scored = torch.empty((2, *self.shape), dtype=torch.float32)  # filled in place: no float copy of the labels
         scored[0], scored[1] = out[LABELS_KEY][0], out[SCORE_KEY][0]
         out[SCORED_KEY] = scored
-        return {key: _like(value, like) for key, value in out.items()}
-
-
-def _like(x: torch.Tensor, ref: Any) -> MetaTensor:
-    if isinstance(ref, MetaTensor):
-        return MetaTensor(x, meta=copy.deepcopy(ref.meta), applied_operations=copy.deepcopy(ref.applied_operations))
-    return MetaTensor(x)
+        return {key: with_meta_of(value, like) for key, value in out.items()}
 
 
 def segment_in_blocks(

@@ -27,17 +27,14 @@ from monai.utils import TransformBackends, convert_to_numpy, ensure_tuple
 from cellseg_monai.contract import ATTRIBUTES_KEY, FG_PROB_KEY, LABELS_KEY, SCORE_KEY, SCORED_KEY
 from cellseg_monai.postprocessing.instances import WatershedParams, probability_to_instances
 
-__all__ = ["InstanceOutputsd", "ProbabilityToInstances", "ProbabilityToInstancesd", "labels_like"]
+__all__ = ["InstanceOutputsd", "ProbabilityToInstances", "ProbabilityToInstancesd", "labels_like", "with_meta_of"]
 
 
 def labels_like(labels: np.ndarray, like: torch.Tensor | np.ndarray) -> MetaTensor:
     """(H, W) instance labels as a (1, H, W) int32 MetaTensor on ``like``'s device, with a copy of its metadata
     (``meta`` and ``applied_operations``) when ``like`` is a MetaTensor."""
     device = like.device if isinstance(like, torch.Tensor) else None
-    out = torch.as_tensor(labels[None], dtype=torch.int32, device=device)
-    if isinstance(like, MetaTensor):
-        return MetaTensor(out, meta=copy.deepcopy(like.meta), applied_operations=copy.deepcopy(like.applied_operations))
-    return MetaTensor(out)
+    return with_meta_of(torch.as_tensor(labels[None], dtype=torch.int32, device=device), like)
 
 
 class ProbabilityToInstances(Transform):
@@ -118,8 +115,9 @@ def _plain(x: Any, name: str) -> torch.Tensor:
     raise TypeError(f"data[{name!r}] must be an array or tensor, got {type(x).__name__}.")
 
 
-def _like(x: torch.Tensor, ref: Any) -> torch.Tensor:
-    """``x`` as a MetaTensor with a copy of ``ref``'s metadata (plain MetaTensor when ``ref`` has none)."""
+def with_meta_of(x: torch.Tensor, ref: Any) -> MetaTensor:
+    """``x`` as a MetaTensor with a copy of ``ref``'s metadata (``meta`` and ``applied_operations``; a plain
+    MetaTensor when ``ref`` has none)."""
     if isinstance(ref, MetaTensor):
         return MetaTensor(x, meta=copy.deepcopy(ref.meta), applied_operations=copy.deepcopy(ref.applied_operations))
     return MetaTensor(x)
@@ -199,10 +197,10 @@ class InstanceOutputsd(MapTransform):
                 raise KeyError(f"data[{source!r}] (the per-object score map of the output contract) is missing.")
             score = self._probability(d, source, hw)
             if self.fg_key in d:
-                d[self.fg_key] = _like(self._probability(d, self.fg_key, hw), d[self.fg_key])
+                d[self.fg_key] = with_meta_of(self._probability(d, self.fg_key, hw), d[self.fg_key])
             if self.attributes_key in d:
                 self._check_map(_plain(d[self.attributes_key], self.attributes_key), self.attributes_key, hw, None)
-            d[key] = _like(labels, raw)
-            d[self.score_key] = _like(score, raw)
-            d[self.scored_key] = _like(torch.cat([labels.float(), score]), raw)
+            d[key] = with_meta_of(labels, raw)
+            d[self.score_key] = with_meta_of(score, raw)
+            d[self.scored_key] = with_meta_of(torch.cat([labels.float(), score]), raw)
         return d
