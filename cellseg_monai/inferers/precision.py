@@ -52,23 +52,39 @@ def cpu_has_native_bfloat16() -> bool:
     return False
 
 
-def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+def _cuda_has_bfloat16() -> bool:
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def autocast_dtype(precision: str, device: torch.device | str, training: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, None for float32.
 
     ``"auto"``: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (:func:`cpu_has_native_bfloat16`), else
     float32. An explicit ``"bfloat16"``/``"float16"`` is used as asked (``"float16"`` on a CPU is refused: CPU
     autocast computes it slowly and with float16's narrow range).
 
+    ``training=True`` (a trainer's forward pass, gradients flowing back through it): float16 gradients underflow
+    without loss scaling, which MONAI's trainers only do for their own CUDA ``amp``, so float16 is never chosen:
+    ``"auto"`` is bfloat16 on a CUDA device that computes it (Ampere and later) and float32 on one that does not,
+    and an explicit ``"float16"`` is refused.
+
     Raises:
-        ValueError: an unknown precision, or float16 on a CPU.
+        ValueError: an unknown precision, float16 on a CPU, or float16 for training.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
     kind = torch.device(device).type
     if precision == "float32":
         return None
+    if precision == "float16" and training:
+        raise ValueError(
+            "precision 'float16' is not used for training (its gradients need loss scaling); use 'bfloat16' or "
+            "'auto', or MONAI's own `amp` of the trainer on CUDA."
+        )
     if precision == "auto":
         if kind == "cuda":
+            if training:
+                return torch.bfloat16 if _cuda_has_bfloat16() else None
             return torch.float16
         return torch.bfloat16 if kind == "cpu" and cpu_has_native_bfloat16() else None
     if precision == "float16" and kind == "cpu":
@@ -143,9 +159,14 @@ class FastInferer(Inferer):
         scope: ``"network"``: each network call the inferer makes; ``"inferer"``: the whole inner call.
         cast: instead of autocast, run the network with its floating-point weights and input cast to the precision
             (scope ``"network"`` and an ``nn.Module`` network only). Has no effect in float32.
+        training: the inferer of a trainer (``train#inferer``): gradients flow through the autocast forward pass
+            (bfloat16 needs no loss scaling), ``"auto"`` never means float16 (:func:`autocast_dtype`), and ``cast``
+            (weights copied without gradients) is refused. A bundle's ``train.json`` exposes it as
+            ``train_precision``.
 
     Raises:
-        ValueError: an unknown precision or scope, or ``cast`` with scope ``"inferer"``.
+        ValueError: an unknown precision or scope, ``cast`` with scope ``"inferer"`` or for training, or
+            ``"float16"`` for training.
     """
 
     def __init__(
@@ -155,10 +176,15 @@ class FastInferer(Inferer):
         channels_last: bool = True,
         scope: str = "network",
         cast: bool = False,
+        training: bool = False,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
+        if training and cast:
+            raise ValueError("cast=True copies the weights without gradients: it cannot be used for training.")
+        if training and precision == "float16":
+            autocast_dtype(precision, "cuda", training=True)  # raises with the reason
         if scope not in ("network", "inferer"):
             raise ValueError(f"scope must be 'network' or 'inferer'; got {scope!r}.")
         if cast and scope != "network":
@@ -168,6 +194,7 @@ class FastInferer(Inferer):
         self.precision = precision
         self.channels_last = bool(channels_last)
         self.scope = scope
+        self.training = bool(training)
 
     def _prepare(self, network: Any) -> bool:
         """Put the network's 4D weights in channels_last; True when they were not (to be restored after the call)."""
@@ -180,7 +207,7 @@ class FastInferer(Inferer):
         return False
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        dtype = autocast_dtype(self.precision, inputs.device)
+        dtype = autocast_dtype(self.precision, inputs.device, training=self.training)
         converted = self._prepare(network)
         try:
             if self.scope == "network":

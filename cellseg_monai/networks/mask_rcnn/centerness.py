@@ -172,6 +172,7 @@ class CenternessModule(nn.Module):
         """
         with torch.no_grad():  # a context, not the decorator: TorchScript compiles it
             h, w = logits.shape[-2], logits.shape[-1]
+            logits, deltas = logits.float(), deltas.float()  # bfloat16 under a training autocast: peaks in float32
             prob = torch.sigmoid(logits[:, 0])
             anchors = pixel_anchors(h, w, stride, self.anchor_size).to(logits.device)
             out: list[tuple[torch.Tensor, torch.Tensor]] = []
