@@ -332,3 +332,18 @@ def test_inference_and_evaluation_run_the_same_inferer(bundle):
     assert train["inferer"] == inference["inferer"], f"{bundle.name}: inferer differs in train/inference.json"
     for ref in re.findall(r"@(\w+)", json.dumps(inference["inferer"])):
         assert train.get(ref) == inference.get(ref), f"{bundle.name}: {ref} differs in train/inference.json"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_trainer_runs_in_the_precision_train_precision_names(bundle):
+    # every bundle trains through the same precision wrapper, so `--train_precision float32|bfloat16|auto` means the
+    # same thing everywhere and the trainer's forward pass (not only inference) is under it
+    from cellseg_monai.inferers import FastInferer
+    from cellseg_monai.inferers.precision import PRECISIONS
+
+    train = _config(bundle, "train.json")
+    assert train["train_precision"] in PRECISIONS
+    wrapper = train.get_parsed_content("train#inferer")
+    assert isinstance(wrapper, FastInferer) and wrapper.training, bundle.name
+    assert wrapper.precision == train["train_precision"] and not wrapper.cast
+    assert train.get("train#trainer#inferer").replace("::", "#") == "@train#inferer"

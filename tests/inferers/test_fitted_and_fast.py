@@ -88,6 +88,22 @@ def test_autocast_dtype(monkeypatch):
         autocast_dtype("half", "cpu")
 
 
+def test_autocast_dtype_for_training_never_picks_float16(monkeypatch):
+    monkeypatch.setattr(precision_module, "_cuda_has_bfloat16", lambda: True)
+    assert autocast_dtype("auto", "cuda", training=True) is torch.bfloat16
+    monkeypatch.setattr(precision_module, "_cuda_has_bfloat16", lambda: False)
+    assert autocast_dtype("auto", "cuda", training=True) is None  # float32 on a GPU without bfloat16
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
+    assert autocast_dtype("auto", "cpu", training=True) is torch.bfloat16
+    assert autocast_dtype("bfloat16", "cuda", training=True) is torch.bfloat16
+    with pytest.raises(ValueError, match="loss scaling"):
+        autocast_dtype("float16", "cuda", training=True)
+    with pytest.raises(ValueError, match="loss scaling"):
+        FastInferer(SimpleInferer(), precision="float16", training=True)
+    with pytest.raises(ValueError, match="training"):
+        FastInferer(SimpleInferer(), precision="bfloat16", cast=True, training=True)
+
+
 class _Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -220,3 +236,23 @@ def test_one_tile_falls_back_to_monai_for_outputs_it_cannot_crop():
         out = FittedSlidingWindowInferer(roi_size=64, divisible_by=8)(x, net)
     torch.testing.assert_close(out["a"], x * 2)
     torch.testing.assert_close(out["b"], x + 1)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_inferer_trains_in_bfloat16_with_gradients_close_to_float32(channels_last):
+    # a trainer's forward pass under the wrapper: the loss sees float32 outputs, gradients reach the float32 weights
+    # and match those of a plain float32 pass to bfloat16's precision; the weights keep their own layout
+    net, ref_net = _Net().train(), _Net().train()
+    x = torch.rand(2, 3, 20, 24)
+    target = torch.rand(2, 4, 20, 24)
+    out = FastInferer(SimpleInferer(), precision="bfloat16", channels_last=channels_last, training=True)(x, net)
+    assert out["out"].dtype == torch.float32 and out["out"].requires_grad
+    assert net.seen == [(torch.bfloat16, channels_last)]
+    torch.nn.functional.mse_loss(out["out"], target).backward()
+    torch.nn.functional.mse_loss(ref_net(x)["out"], target).backward()
+    for p, q in zip(net.parameters(), ref_net.parameters(), strict=True):
+        assert p.grad is not None and p.grad.dtype == torch.float32
+        torch.testing.assert_close(p.grad, q.grad, rtol=0.05, atol=0.02 * float(q.grad.abs().max()))
+    assert net.conv.weight.is_contiguous()
+    torch.optim.SGD(net.parameters(), lr=0.1).step()  # the optimiser steps the weights in place, as in float32
+    assert not torch.equal(net.conv.weight, ref_net.conv.weight)

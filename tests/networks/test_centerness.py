@@ -43,6 +43,21 @@ def test_detect_one_box_per_component_at_the_peak():
     np.testing.assert_allclose(scores.numpy(), torch.sigmoid(torch.tensor([6.0, 5.0])).numpy(), rtol=1e-6)
 
 
+
+def test_detect_takes_bfloat16_maps_from_a_training_autocast():
+    # under bfloat16 autocast training (train_precision) the heads' maps arrive in bfloat16: the same detections
+    m = CenternessModule(4, nucleus_size=8.0, threshold=0.95)
+    logits = torch.full((1, 1, 6, 8), -5.0)
+    logits[0, 0, 1, 1:3] = torch.tensor([4.0, 6.0])
+    logits[0, 0, 4, 6] = 5.0
+    deltas = torch.zeros((1, 4, 6, 8))
+    deltas[0, 2, 4, 6] = 0.5
+    ((ref_boxes, ref_scores),) = m.detect(logits, deltas, stride=4)
+    ((boxes, scores),) = m.detect(logits.bfloat16(), deltas.bfloat16(), stride=4)
+    assert boxes.dtype == torch.float32 and len(boxes) == len(ref_boxes) == 2
+    np.testing.assert_allclose(boxes.numpy(), ref_boxes.numpy(), atol=0.1)
+    np.testing.assert_allclose(scores.numpy(), ref_scores.numpy(), atol=1e-2)
+
 def test_anchor_size_follows_the_median():
     m = CenternessModule(4, nucleus_size=10.0, momentum=1.0)
     m.update_anchor_size(torch.tensor([[0, 0, 4, 6], [0, 0, 8, 2], [0, 0, 20, 30.0]]))
