@@ -18,6 +18,7 @@ from .lacss import (
     instance_edges,
     lpn_loss,
     supervised_segmentation_loss,
+    unclicked_foreground,
     weak_segmentation_loss,
 )
 from .mask_rcnn import MaskRCNNLoss, box_head_loss, centerness_loss, centerness_targets, mask_loss, rpn_loss
@@ -37,6 +38,7 @@ __all__ = [
     "instance_edges",
     "lpn_loss",
     "supervised_segmentation_loss",
+    "unclicked_foreground",
     "weak_segmentation_loss",
     "MaskRCNNLoss",
     "box_head_loss",

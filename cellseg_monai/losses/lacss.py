@@ -23,6 +23,13 @@ the image-level foreground mask (0 outside the image).
   cross-entropy of the merged logits does not.
 - Fully supervised mode (:func:`supervised_segmentation_loss`): binary cross-entropy (2-class CE) of each window's
   logits against the true mask of the cell the window belongs to.
+- Partial clicks (``LacssLoss(partial_points=True)``, our addition for annotating a fraction of the cells): the
+  foreground mask covers every cell but only some have a point, so an unclicked cell would be taught to be background
+  (LPN) and to belong to a clicked neighbour's mask (``L_mask`` inside that neighbour's window). The *unclicked
+  foreground* (:func:`unclicked_foreground`: mask components, 8-connected, that hold no point) is left out of both:
+  the LPN's focal loss skips grid cells over it and ``L_mask`` skips its pixels; background pixels and the
+  components of the clicked cells are scored as before. A cell touching a clicked one shares its component and is
+  still scored as that component's foreground (a stated limit; the overlap penalty only sees clicked cells).
 - Auxnet consistency (:func:`aux_boundary_loss`): the boundary map of the main network's cells,
   ``E(x) = tanh(Σ_i |∂_y p_i(x)| + |∂_x p_i(x)|)``, and the auxnet's ``e(x) = sigmoid(aux(x))`` are pulled together
   by ``mean_x (e(x) - E(x))²`` over pixels covered by some window; the gradient trains the auxnet on the main
@@ -33,8 +40,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 from torch.nn.modules.loss import _Loss
 
 from cellseg_monai.losses.focal import sigmoid_focal_loss
@@ -46,6 +55,7 @@ __all__ = [
     "instance_edges",
     "lpn_loss",
     "supervised_segmentation_loss",
+    "unclicked_foreground",
     "weak_segmentation_loss",
 ]
 
@@ -62,6 +72,7 @@ def lpn_loss(
     alpha: float = 0.25,
     huber_delta: float = 1.0,
     offset_weight: float = 1.0,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LPN loss of one image: focal(score) / max(1, #positives) + offset_weight · mean Huber(offsets on positives).
 
@@ -71,6 +82,7 @@ def lpn_loss(
         stride, radius: see :func:`~cellseg_monai.targets.locations.encode_lpn_targets`.
         gamma, alpha: focal loss parameters (alpha weighs positives; < 0 disables the weighting).
         huber_delta: Huber transition point (offset units).
+        ignore: optional (h, w) bool grid cells left out of the focal loss (positives are always scored).
 
     Returns:
         0-dim tensor.
@@ -79,6 +91,8 @@ def lpn_loss(
     target = target.to(logits.dtype)
     focal = sigmoid_focal_loss(logits, target, alpha, gamma)
     pos = target[0] > 0
+    if ignore is not None:
+        focal = focal * (pos | ~ignore.to(pos.device)).to(focal.dtype)
     n_pos = pos.sum()
     loss = focal.sum() / n_pos.clamp(min=1)
     if n_pos > 0:
@@ -95,11 +109,32 @@ def _canvas_index(centers: torch.Tensor, size: int, pad: int, width: int) -> tor
     return (rows[:, :, None] + pad) * (width + 2 * pad) + (cols[:, None, :] + pad)
 
 
+def unclicked_foreground(fg_mask: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Foreground pixels no point vouches for: the 8-connected components of ``fg_mask`` that hold none of
+    ``points`` (partial clicks, module docstring).
+
+    Args:
+        fg_mask: (H, W) foreground mask, > 0 = foreground.
+        points: (K, 2) (y, x) pixel coordinates (rounded; points outside the image are ignored).
+
+    Returns:
+        (H, W) bool on ``fg_mask``'s device.
+    """
+    fg = fg_mask.detach().cpu().numpy() > 0
+    comp, _ = ndi.label(fg, structure=np.ones((3, 3), bool))
+    rc = torch.round(points.detach().float().cpu()).long().numpy().reshape(-1, 2)
+    inside = (rc[:, 0] >= 0) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < fg.shape[1])
+    clicked = np.unique(comp[rc[inside, 0], rc[inside, 1]])
+    out = fg & ~np.isin(comp, clicked[clicked > 0])
+    return torch.from_numpy(out).to(fg_mask.device)
+
+
 def weak_segmentation_loss(
     logits: torch.Tensor,
     centers: torch.Tensor,
     fg_mask: torch.Tensor,
     overlap_weight: float = 1.0,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The weakly supervised segmentation loss ``L_seg = L_mask + λ · L_overlap`` (module docstring) of one image.
 
@@ -108,6 +143,7 @@ def weak_segmentation_loss(
         centers: (K, 2) (y, x) window centres.
         fg_mask: (H, W) image-level foreground mask in {0, 1} (pixels outside the image count as background).
         overlap_weight: λ.
+        ignore: optional (H, W) bool pixels left out of ``L_mask`` (the unclicked foreground of partial clicks).
 
     Returns:
         0-dim tensor >= 0, 0 when K = 0.
@@ -124,7 +160,11 @@ def weak_segmentation_loss(
     covered = torch.zeros(n, dtype=torch.bool, device=logits.device)
     covered[idx] = True
     mask = F.pad(fg_mask.to(logits.dtype), (pad, pad, pad, pad)).reshape(-1)
-    l_mask = F.binary_cross_entropy_with_logits(merged[covered], mask[covered])
+    if ignore is not None:
+        covered &= ~F.pad(ignore.to(torch.bool), (pad, pad, pad, pad)).reshape(-1).to(covered.device)
+    l_mask = (
+        F.binary_cross_entropy_with_logits(merged[covered], mask[covered]) if covered.any() else logits.sum() * 0.0
+    )
     probs = torch.sigmoid(logits)
     log1m = F.logsigmoid(-logits).clamp(min=-1e4)  # log(1 - p), stable
     log1m_sum = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, idx, log1m.reshape(-1))
@@ -197,6 +237,8 @@ class LacssLoss(_Loss):
 
     Args:
         supervised: fully supervised mode (cross-entropy on the true masks).
+        partial_points: only some cells are clicked: the unclicked foreground is left out of the LPN and mask losses
+            (module docstring). A bundle sets it when its ``annotation_budget`` is below every cell.
         lpn_weight, offset_weight, seg_weight, aux_weight: term weights.
         overlap_weight: λ of the weak loss.
         focal_gamma, focal_alpha, huber_delta, positive_radius: LPN loss parameters (:func:`lpn_loss`).
@@ -216,6 +258,7 @@ class LacssLoss(_Loss):
         huber_delta: float = 1.0,
         positive_radius: float | None = None,
         reduction: str = "mean",
+        partial_points: bool = False,
     ) -> None:
         super().__init__(reduction=reduction)
         if reduction not in ("mean", "sum", "none"):
@@ -226,6 +269,7 @@ class LacssLoss(_Loss):
         self.overlap_weight = overlap_weight
         self.focal_gamma, self.focal_alpha, self.huber_delta = focal_gamma, focal_alpha, huber_delta
         self.positive_radius = positive_radius
+        self.partial_points = bool(partial_points)
 
     def forward(self, output: dict[str, Any], target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if not isinstance(output, dict) or "seg_logits" not in output:
@@ -251,23 +295,31 @@ class LacssLoss(_Loss):
             crops = crop_patches(lab, bidx, centers, seg_logits.shape[-1])[:, 0]
             true_masks = (crops.long() == cell[:, None, None]).float()
         per_image = []
+        stride = output["lpn_stride"]
         for b in range(target.shape[0]):
             sel = bidx == b
+            ignore = lpn_ignore = None
+            if self.partial_points:
+                ignore = unclicked_foreground(target[b, 1], gt[sel])
+                grid = output["lpn_logits"][b].shape[-2:]
+                lpn_ignore = F.max_pool2d(ignore[None, None].float(), stride, stride, ceil_mode=True)[0, 0] > 0
+                lpn_ignore = lpn_ignore[: grid[0], : grid[1]]
             total = self.lpn_weight * lpn_loss(
                 output["lpn_logits"][b],
                 output["lpn_offsets"][b],
                 gt[sel],
-                output["lpn_stride"],
+                stride,
                 self.positive_radius,
                 self.focal_gamma,
                 self.focal_alpha,
                 self.huber_delta,
                 self.offset_weight,
+                lpn_ignore,
             )
             if self.supervised:
                 seg = supervised_segmentation_loss(seg_logits[sel], true_masks[sel])
             else:
-                seg = weak_segmentation_loss(seg_logits[sel], centers[sel], target[b, 1], self.overlap_weight)
+                seg = weak_segmentation_loss(seg_logits[sel], centers[sel], target[b, 1], self.overlap_weight, ignore)
             total = total + self.seg_weight * seg
             aux = output.get("aux_logits")
             if aux is not None and self.aux_weight > 0:

@@ -24,6 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
+from cellseg_monai.annotations.partial import kept_ids
 from cellseg_monai.annotations.points import (
     detect_points,
     find_weak_points,
@@ -102,28 +103,42 @@ class SimulatePoints(Transform):
     """Instance labels (1, H, W) → point map (1, H, W) of their centroids (:func:`simulate_points`), id = instance id.
 
     Args:
-        seed: user seed of the jitter.
+        seed: user seed of the jitter and of which cells are clicked.
         jitter: standard deviation of the centroid displacement in pixels.
+        fraction: share of each image's cells that get a point, in (0, 1]: the cells of
+            :func:`~cellseg_monai.annotations.partial.kept_ids` (``max(1, ceil(fraction · n))`` per image, the same
+            cells in every epoch and the same ones partial Mask R-CNN keeps at that fraction). 1.0: every cell.
+            Train a partial click set with ``LacssLoss(partial_points=True)``.
 
-    ``__call__(label, sample_id=None)``: ``sample_id`` defaults to ``label.meta["id"]`` (needed when jitter > 0).
+    ``__call__(label, sample_id=None)``: ``sample_id`` defaults to ``label.meta["id"]`` (needed when jitter > 0 or
+    fraction < 1).
     """
 
-    def __init__(self, seed: int = 0, jitter: float = 0.0) -> None:
+    def __init__(self, seed: int = 0, jitter: float = 0.0, fraction: float = 1.0) -> None:
         if jitter < 0:
             raise ValueError(f"jitter must be >= 0, got {jitter}")
+        if isinstance(fraction, bool) or not 0.0 < float(fraction) <= 1.0:
+            raise ValueError(f"fraction of clicked cells must be in (0, 1], got {fraction!r}")
         self.seed = seed
         self.jitter = jitter
+        self.fraction = float(fraction)
 
     def __call__(self, label: Any, sample_id: str | None = None) -> MetaTensor:
         if sample_id is None:
             sample_id = str(getattr(label, "meta", {}).get("id", "")) if isinstance(label, MetaTensor) else ""
-        if not sample_id and self.jitter > 0:
-            raise ValueError("SimulatePoints: a sample id is needed for a deterministic jitter (label.meta['id'])")
+        if not sample_id and (self.jitter > 0 or self.fraction < 1.0):
+            raise ValueError(
+                "SimulatePoints: a sample id is needed for a deterministic jitter or choice of clicked cells "
+                "(label.meta['id'])"
+            )
         lab = convert_to_numpy(label, wrap_sequence=True)
         lab2 = lab[0] if lab.ndim == 3 else lab
         pts = simulate_points(lab2, sample_id, seed=self.seed, jitter=self.jitter)
         ids = np.unique(lab2)
         ids = ids[ids != 0]
+        if self.fraction < 1.0:
+            clicked = np.isin(ids, kept_ids(lab2, sample_id, seed=self.seed, fraction=self.fraction))
+            pts, ids = pts[clicked], ids[clicked]
         return _meta_like(label, points_to_map(pts, lab2.shape, ids)[None])
 
 
@@ -137,10 +152,11 @@ class SimulatePointsd(MapTransform):
         seed: int = 0,
         jitter: float = 0.0,
         allow_missing_keys: bool = False,
+        fraction: float = 1.0,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.points_key = points_key
-        self.simulator = SimulatePoints(seed, jitter)
+        self.simulator = SimulatePoints(seed, jitter, fraction)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -264,6 +280,8 @@ class MakePointsd(MapTransform):
         seed, jitter: simulation parameters.
         dataset_dir: dataset folder (source "files").
         detect: keyword arguments of :class:`DetectPoints`.
+        fraction: share of each image's cells clicked by the simulation (:class:`SimulatePoints`); < 1 only with
+            source "simulate" (detected and user-made points are used as they are).
     """
 
     def __init__(
@@ -276,14 +294,20 @@ class MakePointsd(MapTransform):
         jitter: float = 0.0,
         dataset_dir: str | None = None,
         detect: Mapping[str, Any] | None = None,
+        fraction: float = 1.0,
     ) -> None:
         if source not in POINT_SOURCES:
             raise ValueError(f"points source must be one of {POINT_SOURCES}, got {source!r}")
+        if source != "simulate" and float(fraction) != 1.0:
+            raise ValueError(
+                f"a fraction of clicked cells ({fraction}) is simulated from full labels: it needs points source "
+                f"'simulate', not {source!r} (with partial clicks of your own, train with partial_points true)"
+            )
         key = {"simulate": label_key, "detect": image_key, "files": points_key}[source]
         super().__init__(key)
         self.source = source
         if source == "simulate":
-            self.inner: MapTransform = SimulatePointsd(label_key, points_key, seed, jitter)
+            self.inner: MapTransform = SimulatePointsd(label_key, points_key, seed, jitter, fraction=fraction)
         elif source == "detect":
             self.inner = DetectPointsd(image_key, points_key, **dict(detect or {}))
         else:

@@ -22,9 +22,26 @@ def test_weak_by_default_full_by_override():
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     assert parser["supervised"] is False and parser["points_source"] == "simulate"
-    assert "annotation_budget" not in parser  # every cell gets a point: no budget
+    assert parser["annotation_budget"] == 1.0  # every cell gets a point by default
+    assert parser.get_parsed_content("partial_points") is False
+    assert parser.get_parsed_content("loss").partial_points is False
     parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "full.json")])
     assert parser["supervised"] is True
+
+
+def test_an_annotation_budget_clicks_a_fraction_and_switches_the_loss_to_partial_points():
+    # benchmarks/run.py tells weak bundles by `annotation_budget`; below 1 the simulated clicks cover that share of
+    # each image's cells and the loss leaves the unclicked foreground out
+    from cellseg_monai.transforms.points import MakePointsd
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser["annotation_budget"] = 0.1
+    assert parser.get_parsed_content("loss").partial_points is True
+    makers = [t for t in parser.get_parsed_content("train#preprocessing").transforms if isinstance(t, MakePointsd)]
+    assert len(makers) == 1 and makers[0].inner.simulator.fraction == pytest.approx(0.1)
+    val = [t for t in parser.get_parsed_content("validate#preprocessing").transforms if isinstance(t, MakePointsd)]
+    assert len(val) == 1 and val[0].inner.simulator.fraction == 1.0  # held-out images keep every point
 
 
 @pytest.mark.slow

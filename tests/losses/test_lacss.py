@@ -14,6 +14,7 @@ from cellseg_monai.losses.lacss import (
     instance_edges,
     lpn_loss,
     supervised_segmentation_loss,
+    unclicked_foreground,
     weak_segmentation_loss,
 )
 
@@ -177,3 +178,82 @@ def test_lacss_loss_errors():
         LacssLoss()(out, torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="reduction"):
         LacssLoss(reduction="max")
+
+
+def test_unclicked_foreground_is_the_components_without_a_point():
+    fg = torch.zeros(8, 10)
+    fg[1:3, 1:3] = 1  # clicked
+    fg[5:7, 6:9] = 1  # not clicked
+    fg[3, 3] = 1  # diagonal neighbour of the clicked block: same 8-connected component
+    out = unclicked_foreground(fg, torch.tensor([[1.2, 2.4], [40.0, 40.0]]))  # the second point is off the image
+    expected = torch.zeros(8, 10, dtype=torch.bool)
+    expected[5:7, 6:9] = True
+    assert out.dtype == torch.bool and torch.equal(out, expected)
+    assert not unclicked_foreground(fg, torch.tensor([[1.0, 1.0], [6.0, 7.0]])).any()
+    assert torch.equal(unclicked_foreground(fg, torch.zeros(0, 2)), fg > 0)  # no click: all of it
+
+
+def test_lpn_loss_ignores_the_given_cells_but_never_a_positive():
+    # grid 1x2 at stride 4: cell 0 positive (the point), cell 1 negative; ignoring cell 1 drops its focal term
+    logits, offsets = torch.zeros(1, 1, 2), torch.zeros(2, 1, 2)
+    points = torch.tensor([[1.5, 1.5]])
+    full = lpn_loss(logits, offsets, points, stride=4, radius=2.0)
+    ignored = lpn_loss(logits, offsets, points, 4, 2.0, ignore=torch.tensor([[False, True]]))
+    assert full.item() == pytest.approx(0.25 * 0.25 * LN2 + 0.25 * 0.75 * LN2, rel=1e-5)
+    assert ignored.item() == pytest.approx(0.25 * 0.25 * LN2, rel=1e-5)
+    kept = lpn_loss(logits, offsets, points, 4, 2.0, ignore=torch.tensor([[True, False]]))  # the positive stays
+    assert kept.item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_weak_loss_leaves_the_ignored_pixels_out_of_the_mask_term():
+    # one 3x3 window at (1, 1) on a 4x4 all-foreground image, logits 0; ignoring the right column of the window
+    # leaves 6 covered pixels with BCE ln2 each: still ln2 on average, and those 3 pixels get no gradient
+    logits = torch.zeros(1, 3, 3, requires_grad=True)
+    ignore = torch.zeros(4, 4, dtype=torch.bool)
+    ignore[:, 2] = True
+    value = weak_segmentation_loss(logits, torch.tensor([[1, 1]]), torch.ones(4, 4), 1.0, ignore)
+    assert value.item() == pytest.approx(LN2, rel=1e-5)
+    value.backward()
+    grad = logits.grad[0]
+    assert torch.all(grad[:, 2] == 0) and torch.all(grad[:, :2] < 0)  # pushed towards foreground, right column free
+    logits2 = torch.full((1, 3, 3), 3.0)
+    assert weak_segmentation_loss(logits2, torch.tensor([[1, 1]]), torch.ones(4, 4), 1.0, torch.ones(4, 4) > 0) == 0
+
+
+def test_lacss_loss_partial_points_frees_the_unclicked_cell():
+    # 1 image 8x8, stride 4 → LPN grid 2x2; two foreground blocks: (0..2, 0..2) clicked at (1, 1) and
+    # (5..7, 5..7) unclicked. The window (5x5 at (1, 1)) sees only the clicked block; the LPN cell (1, 1) lies on
+    # the unclicked block: a negative in full mode, ignored with partial points.
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 0, 1, 1] = 1
+    target[0, 1, 0:3, 0:3] = 1
+    target[0, 1, 5:8, 5:8] = 1
+    lpn_logits = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    out = {
+        "lpn_logits": lpn_logits,
+        "lpn_offsets": torch.zeros(1, 2, 2, 2),
+        "lpn_stride": 4,
+        "seg_logits": torch.zeros(1, 1, 5, 5),
+        "batch_index": torch.tensor([0]),
+        "centers": torch.tensor([[1, 1]]),
+        "gt_points": torch.tensor([[1.0, 1.0]]),
+        "point_ids": torch.tensor([1]),
+        "image_shape": (8, 8),
+        "padded_shape": (8, 8),
+        "aux_logits": None,
+    }
+    LacssLoss(aux_weight=0.0, seg_weight=0.0, positive_radius=2.0, partial_points=True)(out, target).backward()
+    partial_grad = lpn_logits.grad[0, 0].clone()
+    lpn_logits.grad = None
+    LacssLoss(aux_weight=0.0, seg_weight=0.0, positive_radius=2.0)(out, target).backward()
+    full_grad = lpn_logits.grad[0, 0]
+    assert partial_grad[1, 1] == 0 and full_grad[1, 1] > 0  # the unclicked cell is no longer pushed to background
+    assert partial_grad[0, 1] > 0 and partial_grad[1, 0] > 0  # background cells still are
+    torch.testing.assert_close(partial_grad[0, 0], full_grad[0, 0])  # the clicked cell's positive is unchanged
+    # every cell clicked: the partial mode is the full loss
+    target[0, 0, 6, 6] = 2
+    out["gt_points"] = torch.tensor([[1.0, 1.0], [6.0, 6.0]])
+    out["centers"], out["batch_index"] = torch.tensor([[1, 1], [6, 6]]), torch.tensor([0, 0])
+    out["seg_logits"], out["point_ids"] = torch.randn(2, 1, 5, 5), torch.tensor([1, 2])
+    both = [LacssLoss(aux_weight=0.0, partial_points=p)(out, target) for p in (True, False)]
+    torch.testing.assert_close(both[0], both[1])

@@ -123,6 +123,31 @@ def test_make_points_d_bad_source():
         MakePointsd("files")
 
 
+def test_simulated_clicks_on_a_fraction_of_the_cells():
+    # 10 cells in a row; 0.3 of them → ceil(3) clicked, at their centroids, the same cells partial Mask R-CNN keeps
+    from cellseg_monai.annotations.partial import kept_ids
+
+    lab = np.zeros((1, 12, 100), np.int32)
+    for i in range(10):
+        lab[0, 4:8, 10 * i + 2 : 10 * i + 6] = i + 1  # centroid (5.5, 10i + 3.5)
+    label = MetaTensor(torch.as_tensor(lab), meta={"id": "row"})
+    out = SimulatePointsd("label", fraction=0.3, seed=4)({"label": label, "id": "row"})
+    pts, ids = map_to_points(out["points"])
+    expected = kept_ids(lab[0], "row", seed=4, fraction=0.3)
+    assert len(ids) == 3 and ids.tolist() == expected.tolist()
+    np.testing.assert_array_equal(pts, [[6, round(10 * (i - 1) + 3.5)] for i in expected])  # rounded centroids
+    again = SimulatePointsd("label", fraction=0.3, seed=4)({"label": label, "id": "row"})["points"]
+    assert torch.equal(torch.as_tensor(again), torch.as_tensor(out["points"]))  # same cells in every epoch
+    everyone = SimulatePointsd("label", fraction=1.0)({"label": label, "id": "row"})["points"]
+    assert map_to_points(everyone)[1].tolist() == list(range(1, 11))
+    with pytest.raises(ValueError, match="fraction"):
+        SimulatePointsd("label", fraction=0.0)
+    with pytest.raises(ValueError, match="simulate"):
+        MakePointsd("detect", fraction=0.5)
+    with pytest.raises(ValueError, match="sample id"):
+        SimulatePointsd("label", fraction=0.5)({"label": torch.as_tensor(lab)})
+
+
 def test_foreground_mask_sources(tmp_path):
     lab = _labels()
     image = torch.full((3, 24, 32), 0.1)
