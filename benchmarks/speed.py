@@ -138,9 +138,7 @@ def _median_times(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple
     return statistics.median(times), out
 
 
-def train_throughput(
-    name: str, work: Path, iterations: int, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def train_throughput(name: str, work: Path, iterations: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Patches per second of ``bundles/<name>/configs/train.json``'s trainer on the embedded sample data, with
     ``overrides`` (config id → value, e.g. ``{"train_precision": "float32"}``) applied first."""
     from ignite.engine import Events

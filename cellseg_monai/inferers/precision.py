@@ -200,6 +200,8 @@ class FastInferer(Inferer):
         """Put the network's 4D weights in channels_last; True when they were not (to be restored after the call)."""
         if not self.channels_last or not isinstance(network, torch.nn.Module):
             return False
+        if isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            return False  # DDP's gradient buckets follow the layout the weights had when it was built: leave it
         weights = [p for p in network.parameters() if p.ndim == 4]
         if weights and not all(p.is_contiguous(memory_format=torch.channels_last) for p in weights):
             network.to(memory_format=torch.channels_last)

@@ -162,9 +162,7 @@ def weak_segmentation_loss(
     mask = F.pad(fg_mask.to(logits.dtype), (pad, pad, pad, pad)).reshape(-1)
     if ignore is not None:
         covered &= ~F.pad(ignore.to(torch.bool), (pad, pad, pad, pad)).reshape(-1).to(covered.device)
-    l_mask = (
-        F.binary_cross_entropy_with_logits(merged[covered], mask[covered]) if covered.any() else logits.sum() * 0.0
-    )
+    l_mask = F.binary_cross_entropy_with_logits(merged[covered], mask[covered]) if covered.any() else logits.sum() * 0.0
     probs = torch.sigmoid(logits)
     log1m = F.logsigmoid(-logits).clamp(min=-1e4)  # log(1 - p), stable
     log1m_sum = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, idx, log1m.reshape(-1))

@@ -31,8 +31,11 @@ def test_markdown_rows_say_the_default_and_the_failures():
         "load_after": [1.0, 1.0, 1.0],
         "total_minutes": 1.0,
         "bundles": {
-            "a": {"default": "auto", "float32": {"s_per_iteration": 1.0, "batch_patches": 8.0},
-                  "bfloat16": {"s_per_iteration": 0.5, "batch_patches": 8.0}},  # fmt: skip
+            "a": {
+                "default": "auto",
+                "float32": {"s_per_iteration": 1.0, "batch_patches": 8.0},
+                "bfloat16": {"s_per_iteration": 0.5, "batch_patches": 8.0},
+            },  # fmt: skip
             "b": {"default": "float32", "float32": {"error": "failed: boom"}, "bfloat16": {"error": "failed: boom"}},
         },
     }

@@ -256,3 +256,26 @@ def test_fast_inferer_trains_in_bfloat16_with_gradients_close_to_float32(channel
     assert net.conv.weight.is_contiguous()
     torch.optim.SGD(net.parameters(), lr=0.1).step()  # the optimiser steps the weights in place, as in float32
     assert not torch.equal(net.conv.weight, ref_net.conv.weight)
+
+
+def test_fast_inferer_leaves_the_layout_of_a_ddp_network_alone(monkeypatch):
+    # multi_gpu_train.json wraps the network in DistributedDataParallel: its gradient buckets were laid out for the
+    # weights as they were, so the wrapper must not convert them (the input still goes channels_last)
+    net = _Net().train()
+
+    class FakeDDP(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self, module):  # no process group needed to check the layout logic
+            torch.nn.Module.__init__(self)
+            self.module = module
+
+        def forward(self, x):
+            return self.module(x)
+
+    wrapped = FakeDDP(net)
+    out = FastInferer(SimpleInferer(), precision="float32", channels_last=True, training=True)(
+        torch.rand(1, 3, 8, 8), wrapped
+    )
+    assert out["out"].shape == (1, 4, 8, 8)
+    assert net.seen == [(torch.float32, True)]
+    assert FastInferer(SimpleInferer(), channels_last=True)._prepare(wrapped) is False
+    assert net.conv.weight.is_contiguous()

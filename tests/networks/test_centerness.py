@@ -43,7 +43,6 @@ def test_detect_one_box_per_component_at_the_peak():
     np.testing.assert_allclose(scores.numpy(), torch.sigmoid(torch.tensor([6.0, 5.0])).numpy(), rtol=1e-6)
 
 
-
 def test_detect_takes_bfloat16_maps_from_a_training_autocast():
     # under bfloat16 autocast training (train_precision) the heads' maps arrive in bfloat16: the same detections
     m = CenternessModule(4, nucleus_size=8.0, threshold=0.95)
@@ -57,6 +56,7 @@ def test_detect_takes_bfloat16_maps_from_a_training_autocast():
     assert boxes.dtype == torch.float32 and len(boxes) == len(ref_boxes) == 2
     np.testing.assert_allclose(boxes.numpy(), ref_boxes.numpy(), atol=0.1)
     np.testing.assert_allclose(scores.numpy(), ref_scores.numpy(), atol=1e-2)
+
 
 def test_anchor_size_follows_the_median():
     m = CenternessModule(4, nucleus_size=10.0, momentum=1.0)
