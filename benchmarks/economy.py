@@ -24,9 +24,12 @@ annotates one nucleus in every image), summed over the ``train`` labels. A budge
 seconds of its annotation kind; full supervision costs every nucleus times ``outline``. The goal the table checks:
 a weak bundle reaching >= 95 % of the full-supervision F1@0.5 at <= 5 % of its annotation cost.
 
-LACSS is not in the default table: its location loss (:func:`cellseg_monai.losses.lacss.lpn_loss`) scores every
-location without a click as a negative, so clicking a fraction of the nuclei would teach it that the others are
-background. It has no ``annotation_budget`` until that loss is restricted to annotated regions.
+LACSS (points) learns from a fraction of clicked nuclei since its bundle 0.3.0: ``annotation_budget`` clicks that
+share of each image's nuclei and ``partial_points`` leaves the unclicked foreground out of its losses
+(:mod:`cellseg_monai.losses.lacss`). Its curve was measured on another machine than the ImPartial one, so it has a
+table of its own next to a reference trained there for the same minutes::
+
+    OMP_NUM_THREADS=1 python benchmarks/economy.py --minutes 5 --bundles lacss supervised_unet --machine cpu2-epyc
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ if str(REPO) not in sys.path:
 from benchmarks.speed import BUNDLES  # noqa: E402
 
 __all__ = ["PRECISIONS", "main", "markdown", "speedup"]
+
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -83,16 +85,26 @@ def _child(name: str, precision: str, iterations: int, work: Path) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def _error_line(text: str) -> str:
+    """The exception line of a child's output (the last line naming an error), else its last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "Exception" in line]
+    return (errors or lines or ["no output"])[-1][:160]
+
+
 def _run_child(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, __file__, "--child", name, precision, "--iterations", str(args.iterations)]
-    cmd += ["--work", str(args.work / precision)]  # a run folder of its own (the trainer refuses a used one)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    with tempfile.TemporaryDirectory(dir=args.work, prefix=f"{name}-{precision}-") as work:  # a fresh run folder
+        cmd = [sys.executable, __file__, "--child", name, precision, "--iterations", str(args.iterations)]
+        cmd += ["--work", work]
+        try:
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {args.timeout} s"}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {"error": f"failed: {tail[0][:120]}"}
+    return {"error": f"failed: {_error_line(proc.stderr or proc.stdout)}"}
 
 
 def _load() -> list[float]:
@@ -107,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch/OMP threads of each child process")
     p.add_argument("--machine", default="cpu2", help="machine name in the result file names")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    p.add_argument("--work", type=Path, default=REPO / "runs" / "train-precision")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "train-precision", help="parent of the run folders")
+    p.add_argument("--timeout", type=int, default=900, help="seconds one child may run")
     p.add_argument("--child", nargs=2, metavar=("BUNDLE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -119,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.measure import machine_info
     from cellseg_monai.inferers.precision import cpu_has_native_bfloat16
 
+    torch.set_num_threads(args.threads)  # the machine record names the children's thread count
+    args.work.mkdir(parents=True, exist_ok=True)
     start, load_before = time.perf_counter(), _load()
     rows: dict[str, Any] = {}
     for name in args.bundles:
@@ -127,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         for precision in PRECISIONS:
             rows[name][precision] = _run_child(name, precision, args)
             print(name, precision, rows[name][precision], flush=True)
-    torch.set_num_threads(args.threads)
     record = {
         "command": "python benchmarks/train_precision.py " + " ".join(argv),
         "machine_name": args.machine,

@@ -52,8 +52,10 @@ def cpu_has_native_bfloat16() -> bool:
     return False
 
 
-def _cuda_has_bfloat16() -> bool:
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+def _cuda_has_bfloat16(device: torch.device | str | None = None) -> bool:
+    """True when the CUDA device computes bfloat16 natively (compute capability 8.0+, Ampere and later; older GPUs
+    only emulate it, which ``torch.cuda.is_bf16_supported()`` also counts)."""
+    return bool(torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8)
 
 
 def autocast_dtype(precision: str, device: torch.device | str, training: bool = False) -> torch.dtype | None:
@@ -84,7 +86,7 @@ def autocast_dtype(precision: str, device: torch.device | str, training: bool = 
     if precision == "auto":
         if kind == "cuda":
             if training:
-                return torch.bfloat16 if _cuda_has_bfloat16() else None
+                return torch.bfloat16 if _cuda_has_bfloat16(device) else None
             return torch.float16
         return torch.bfloat16 if kind == "cpu" and cpu_has_native_bfloat16() else None
     if precision == "float16" and kind == "cpu":
@@ -210,6 +212,8 @@ class FastInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         dtype = autocast_dtype(self.precision, inputs.device, training=self.training)
+        if self.training and dtype is None:  # float32 training: the inner inferer as it is, bit for bit
+            return self.inferer(inputs, network, *args, **kwargs)
         converted = self._prepare(network)
         try:
             if self.scope == "network":

@@ -28,8 +28,9 @@ the image-level foreground mask (0 outside the image).
   (LPN) and to belong to a clicked neighbour's mask (``L_mask`` inside that neighbour's window). The *unclicked
   foreground* (:func:`unclicked_foreground`: mask components, 8-connected, that hold no point) is left out of both:
   the LPN's focal loss skips grid cells over it and ``L_mask`` skips its pixels; background pixels and the
-  components of the clicked cells are scored as before. A cell touching a clicked one shares its component and is
-  still scored as that component's foreground (a stated limit; the overlap penalty only sees clicked cells).
+  components of the clicked cells are scored as before (a click on background vouches for the nearest component). A
+  cell touching a clicked one shares its component and is still scored as that component's foreground (a stated
+  limit: the mask does not say where one cell ends; the overlap penalty only sees clicked cells).
 - Auxnet consistency (:func:`aux_boundary_loss`): the boundary map of the main network's cells,
   ``E(x) = tanh(Σ_i |∂_y p_i(x)| + |∂_x p_i(x)|)``, and the auxnet's ``e(x) = sigmoid(aux(x))`` are pulled together
   by ``mean_x (e(x) - E(x))²`` over pixels covered by some window; the gradient trains the auxnet on the main
@@ -111,7 +112,8 @@ def _canvas_index(centers: torch.Tensor, size: int, pad: int, width: int) -> tor
 
 def unclicked_foreground(fg_mask: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Foreground pixels no point vouches for: the 8-connected components of ``fg_mask`` that hold none of
-    ``points`` (partial clicks, module docstring).
+    ``points`` (partial clicks, module docstring). A point on a background pixel (a jittered click, the centroid of
+    a non-convex cell) vouches for the component of the nearest foreground pixel.
 
     Args:
         fg_mask: (H, W) foreground mask, > 0 = foreground.
@@ -121,10 +123,15 @@ def unclicked_foreground(fg_mask: torch.Tensor, points: torch.Tensor) -> torch.T
         (H, W) bool on ``fg_mask``'s device.
     """
     fg = fg_mask.detach().cpu().numpy() > 0
+    if not fg.any():
+        return torch.zeros(fg.shape, dtype=torch.bool, device=fg_mask.device)
     comp, _ = ndi.label(fg, structure=np.ones((3, 3), bool))
     rc = torch.round(points.detach().float().cpu()).long().numpy().reshape(-1, 2)
-    inside = (rc[:, 0] >= 0) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < fg.shape[1])
-    clicked = np.unique(comp[rc[inside, 0], rc[inside, 1]])
+    rc = rc[(rc[:, 0] >= 0) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < fg.shape[1])]
+    if len(rc) and not fg[rc[:, 0], rc[:, 1]].all():
+        _, (ny, nx) = ndi.distance_transform_edt(~fg, return_indices=True)  # nearest foreground pixel
+        rc = np.stack([ny[rc[:, 0], rc[:, 1]], nx[rc[:, 0], rc[:, 1]]], axis=1)
+    clicked = np.unique(comp[rc[:, 0], rc[:, 1]])
     out = fg & ~np.isin(comp, clicked[clicked > 0])
     return torch.from_numpy(out).to(fg_mask.device)
 

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.train_precision import markdown, speedup  # noqa: E402
+from benchmarks.train_precision import _error_line, markdown, speedup  # noqa: E402
 
 
 def test_speedup_is_float32_time_over_bfloat16_time():
@@ -43,3 +43,9 @@ def test_markdown_rows_say_the_default_and_the_failures():
     assert "| a | 8 | 1.000 | 0.500 | 2.00× | auto |" in text
     assert "| b | — | failed: boom | failed: boom | — | float32 |" in text
     assert record["command"] in text and "native bfloat16: True" in text
+
+
+def test_the_error_shown_is_the_exception_not_the_progress_bar():
+    out = "Epoch [1/9]: 10%\nTraceback (most recent call last):\n  File x\nValueError: bad thing\nEpoch [1/9]: 20%|██"
+    assert _error_line(out) == "ValueError: bad thing"
+    assert _error_line("just a line\n") == "just a line" and _error_line("") == "no output"

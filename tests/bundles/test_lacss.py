@@ -42,6 +42,10 @@ def test_an_annotation_budget_clicks_a_fraction_and_switches_the_loss_to_partial
     assert len(makers) == 1 and makers[0].inner.simulator.fraction == pytest.approx(0.1)
     val = [t for t in parser.get_parsed_content("validate#preprocessing").transforms if isinstance(t, MakePointsd)]
     assert len(val) == 1 and val[0].inner.simulator.fraction == 1.0  # held-out images keep every point
+    # positive crops are centred on clicks (on the mask, most crops of a 1 % budget would hold no click at all)
+    assert parser.get_parsed_content("crop_label_key") == "points"
+    parser["annotation_budget"] = 1.0
+    assert parser.get_parsed_content("crop_label_key") == "fg_mask"
 
 
 @pytest.mark.slow

@@ -89,9 +89,9 @@ def test_autocast_dtype(monkeypatch):
 
 
 def test_autocast_dtype_for_training_never_picks_float16(monkeypatch):
-    monkeypatch.setattr(precision_module, "_cuda_has_bfloat16", lambda: True)
+    monkeypatch.setattr(precision_module, "_cuda_has_bfloat16", lambda device=None: True)
     assert autocast_dtype("auto", "cuda", training=True) is torch.bfloat16
-    monkeypatch.setattr(precision_module, "_cuda_has_bfloat16", lambda: False)
+    monkeypatch.setattr(precision_module, "_cuda_has_bfloat16", lambda device=None: False)
     assert autocast_dtype("auto", "cuda", training=True) is None  # float32 on a GPU without bfloat16
     monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
     assert autocast_dtype("auto", "cpu", training=True) is torch.bfloat16
@@ -272,10 +272,20 @@ def test_fast_inferer_leaves_the_layout_of_a_ddp_network_alone(monkeypatch):
             return self.module(x)
 
     wrapped = FakeDDP(net)
-    out = FastInferer(SimpleInferer(), precision="float32", channels_last=True, training=True)(
+    out = FastInferer(SimpleInferer(), precision="bfloat16", channels_last=True, training=True)(
         torch.rand(1, 3, 8, 8), wrapped
     )
-    assert out["out"].shape == (1, 4, 8, 8)
-    assert net.seen == [(torch.float32, True)]
+    assert out["out"].shape == (1, 4, 8, 8) and out["out"].dtype == torch.float32
+    assert net.seen == [(torch.bfloat16, True)]
     assert FastInferer(SimpleInferer(), channels_last=True)._prepare(wrapped) is False
     assert net.conv.weight.is_contiguous()
+
+
+def test_float32_training_is_the_inner_inferer_untouched():
+    # train_precision float32 (and auto without native bfloat16): no layout change, no cast, the same numbers
+    net, ref_net = _Net().train(), _Net().train()
+    x = torch.rand(2, 3, 12, 12)
+    out = FastInferer(SimpleInferer(), precision="float32", channels_last=True, training=True)(x, net)
+    ref = SimpleInferer()(x, ref_net)
+    assert net.seen == [(torch.float32, False)]  # the input was not made channels_last either
+    assert torch.equal(out["out"], ref["out"])

@@ -191,6 +191,9 @@ def test_unclicked_foreground_is_the_components_without_a_point():
     assert out.dtype == torch.bool and torch.equal(out, expected)
     assert not unclicked_foreground(fg, torch.tensor([[1.0, 1.0], [6.0, 7.0]])).any()
     assert torch.equal(unclicked_foreground(fg, torch.zeros(0, 2)), fg > 0)  # no click: all of it
+    # a click on background (a jittered point) vouches for the nearest component: (6, 4) is 2 px from (6, 6)
+    assert torch.equal(unclicked_foreground(fg, torch.tensor([[1.0, 1.0], [6.0, 4.0]])), torch.zeros(8, 10) > 0)
+    assert not unclicked_foreground(torch.zeros(5, 5), torch.tensor([[2.0, 2.0]])).any()  # no foreground at all
 
 
 def test_lpn_loss_ignores_the_given_cells_but_never_a_positive():

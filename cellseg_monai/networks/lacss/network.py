@@ -304,7 +304,8 @@ class Lacss(nn.Module):
         point_ids = pmap[nz[:, 0], nz[:, 1], nz[:, 2]].long()
         locations = gt.clone()
         with torch.no_grad():
-            pred_loc, pred_score = decode_lpn(torch.sigmoid(logits), offsets, self.lpn_stride)
+            # float32 locations even under a bfloat16 training autocast (bfloat16 steps 0.5 px at 64-128 px)
+            pred_loc, pred_score = decode_lpn(torch.sigmoid(logits.float()), offsets.float(), self.lpn_stride)
             for b in range(x.shape[0]):
                 sel = batch_index == b
                 if sel.any():
