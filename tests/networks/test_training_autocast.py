@@ -1,6 +1,7 @@
 """Networks trained under ``train_precision`` bfloat16 (``FastInferer(training=True)``): the geometry a network
-computes inside its forward pass for its own loss (anchors and box targets, decoded locations, rendered masks) stays
-float32; only the convolutions run in bfloat16."""
+computes inside its forward pass for its own loss (anchors and box targets, decoded locations) stays float32. The
+canonical-shape network renders its masks under the autocast as it comes (measured: its bfloat16 training reaches a
+higher val F1 in the same minutes, bundle docs); its gradients are checked finite."""
 
 from __future__ import annotations
 
@@ -54,21 +55,6 @@ def test_lacss_matches_locations_in_float32_under_bfloat16(monkeypatch):
     out = BF16(torch.rand(1, 3, 32, 32), net, points=points)
     assert seen == [torch.float32]
     assert out["seg_logits"].dtype == torch.float32  # handed to the loss in float32
-
-
-def test_canonical_shape_renders_in_float32_under_bfloat16():
-    torch.manual_seed(0)
-    net = CanonicalShapeNet(features=4, dict_in_training=True).train()
-    image = torch.rand(1, 1, 64, 64)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        params = net.predict_parameters(image)
-        out = net(image)
-    assert out["combined"].dtype == torch.float32
-    # the same parameters rendered in float32 outside autocast: the rendering itself added no bfloat16 rounding
-    params = {k: v.float() for k, v in params.items()}
-    reference = net.render(params, net.output_size(image))
-    torch.testing.assert_close(out["combined"], reference, rtol=1e-5, atol=1e-6)
-    assert BF16(image, net)["combined"].dtype == torch.float32
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

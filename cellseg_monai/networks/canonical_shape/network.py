@@ -501,25 +501,11 @@ class CanonicalShapeNet(nn.Module):
             max(1, int(round(image.shape[-1] * self.render_scale))),
         )
 
-    @torch.jit.unused
-    def _render_float32(self, params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
-        """:meth:`render`, in float32 with autocast switched off when it is on: under a bfloat16 (training) autocast
-        the shape's ``exp(log p)`` would round every p above ~0.998 to 1 and zero the loss gradient of confident
-        masks. Without autocast it is :meth:`render` itself."""
-        device = params["L"].device.type
-        if not torch.is_autocast_enabled(device):
-            return self.render(params, size)
-        with torch.autocast(device, enabled=False):
-            return self.render({k: v.float() for k, v in params.items()}, size)
-
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         """(B, C, H, W) image → (B, 1, H', W') combined mask probability in [0, 1] (see :meth:`output_size`); in
         training mode with ``dict_in_training``, ``{"combined": that, "presence": (B, N) p(z)}``."""
         params = self.predict_parameters(image)
-        if torch.jit.is_scripting():
-            combined = self.render(params, self.output_size(image))
-        else:
-            combined = self._render_float32(params, self.output_size(image))
+        combined = self.render(params, self.output_size(image))
         if self.training and self.dict_in_training:
             return {"combined": combined, "presence": params["presence"]}
         return combined
