@@ -19,6 +19,10 @@
 tiles of a sliding window), so blending happens in float32; ``scope="inferer"`` wraps the whole inner call, for
 inferers whose per-tile predictor calls parts of the network itself (the canonical-shape predictor).
 
+``training=True`` makes it a trainer's inferer (``train#inferer``, config id ``train_precision``): the forward pass
+under bfloat16 autocast with gradients flowing back to the float32 weights, never float16 (no loss scaling), and in
+float32 the inner inferer untouched; ``python benchmarks/train_precision.py`` measures the seconds per iteration.
+
 ``python benchmarks/speed.py`` measures what this gives each bundle (``benchmarks/results/speed-cpu2.md``). A bundle's
 ``inference.json`` exposes the choice as ``inference_precision`` (``"auto"``, ``"float32"``, ``"bfloat16"``,
 ``"float16"``); its docs give the ``val`` scores of both precisions.
