@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.speed import BUNDLES  # noqa: E402
+from benchmarks.speed import BUNDLES, _load  # noqa: E402
 
 __all__ = ["PRECISIONS", "main", "markdown", "speedup"]
 
@@ -105,10 +105,6 @@ def _run_child(name: str, precision: str, args: argparse.Namespace) -> dict[str,
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     return {"error": f"failed: {_error_line(proc.stderr or proc.stdout)}"}
-
-
-def _load() -> list[float]:
-    return [round(float(x), 2) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def main(argv: list[str] | None = None) -> int:
