@@ -162,9 +162,17 @@ class SparseInstanceLoss(_Loss):
             raise ValueError(f"labels must be (B, 1, H, W) for {masks.shape[0]} images, got {tuple(labels.shape)}.")
         if labels.shape[-2:] != masks.shape[-2:]:
             raise ValueError(f"labels are {tuple(labels.shape[-2:])} but masks {tuple(masks.shape[-2:])} (H, W).")
+        # unbind, not masks[b]: the backward of B selections would write B zero-filled copies of the whole
+        # (B, N, H, W) gradient; unbind's backward stacks the per-image gradients once
         losses = [
-            self.image_loss(pred["logits"][b, :, 0], pred["objectness"][b, :, 0], masks[b], labels[b, 0].long())
-            for b in range(masks.shape[0])
+            self.image_loss(logit, obj, mask, label.long())
+            for logit, obj, mask, label in zip(
+                pred["logits"][..., 0].unbind(0),
+                pred["objectness"][..., 0].unbind(0),
+                masks.unbind(0),
+                labels[:, 0].unbind(0),
+                strict=True,
+            )
         ]
         per_image = torch.stack(losses)
         if self.reduction == "mean":

@@ -104,6 +104,24 @@ def test_sparse_instance_loss_matches_the_right_prediction():
     assert good["masks"].grad[0, 0].abs().sum() > 0 and good["logits"].grad.abs().sum() > 0
 
 
+def test_batch_loss_and_gradients_are_the_mean_of_the_per_image_ones():
+    """A batch of three images (one without objects) against each image scored alone."""
+    torch.manual_seed(3)
+    labels = torch.zeros(3, 1, 8, 8, dtype=torch.long)
+    labels[0, 0, 1:4, 1:4], labels[0, 0, 5:8, 2:6], labels[2, 0, 2:7, 2:7] = 1, 2, 5
+    raw = {"logits": torch.randn(3, 4, 1), "objectness": torch.randn(3, 4, 1), "masks": 3 * torch.randn(3, 4, 8, 8)}
+    batch = {k: v.clone().requires_grad_() for k, v in raw.items()}
+    loss_fn = SparseInstanceLoss()
+    loss_fn(batch, labels).backward()
+    singles = [{k: v[b : b + 1].clone().requires_grad_() for k, v in raw.items()} for b in range(3)]
+    expected = sum(loss_fn(single, labels[b : b + 1]) for b, single in enumerate(singles)) / 3
+    expected.backward()
+    assert loss_fn(batch, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    for key in raw:
+        reference = torch.cat([single[key].grad for single in singles])
+        torch.testing.assert_close(batch[key].grad, reference, rtol=1e-5, atol=1e-7)
+
+
 def test_sparse_instance_loss_without_objects_is_classification_only():
     labels = torch.zeros(2, 1, 6, 6, dtype=torch.long)
     pred = {"logits": torch.zeros(2, 3, 1), "objectness": torch.zeros(2, 3, 1), "masks": torch.zeros(2, 3, 6, 6)}
