@@ -1,6 +1,7 @@
 """``cellseg-monai`` command line: simulate weak labels, segment images with a bundle, score predictions.
 
 cellseg-monai simulate DATASET_DIR --kind scribbles --budget 0.3
+cellseg-monai simulate DATASET_DIR --kind points --budget 0.1
 cellseg-monai segment IMAGE_OR_FOLDER --bundle impartial --output_dir OUT [--ckpt_path model.pt]
 cellseg-monai evaluate --pred PRED_DIR --gt GT_DIR [--json OUT.json]
 cellseg-monai export-bundle NAME --out DIR
@@ -34,7 +35,7 @@ SET_BY_SEGMENT: tuple[str, ...] = ("bundle_root", "dataset_dir", "datalist", "ou
 def simulate(
     dataset_dir: str,
     kind: str = "scribbles",
-    budget: float = 0.3,
+    budget: float | None = None,
     seed: int = 0,
     out_dir: str | None = None,
     overwrite: bool = False,
@@ -43,7 +44,9 @@ def simulate(
     """Write simulated weak labels for every image of a dataset to ``<dataset_dir>/weak/<kind>/`` (or ``out_dir``):
     ``--kind`` scribbles, masks, counts, points or partial (see :mod:`cellseg_monai.annotations.simulate`).
 
-    The annotation of an image is a deterministic function of (image id, seed, budget). Weak labels that
+    ``--budget``: scribbles, objects per image (an int) or a fraction of them (default 0.3); partial and points,
+    the fraction of each image's objects outlined or clicked (defaults 0.3 and 1.0). The annotation of an image
+    is a deterministic function of (image id, seed, budget). Weak labels that
     ``simulate`` did not write itself (yours) are never replaced: the run is refused. ``--overwrite True`` lets it
     replace its own earlier files made with other settings.
     """
@@ -54,7 +57,8 @@ def simulate(
     if kind not in SIMULATED_KINDS:
         raise UsageError("--kind", f"expected one of {', '.join(SIMULATED_KINDS)}, got {kind!r}")
     check_flag("overwrite", overwrite)
-    check_setting("budget", budget)
+    if budget is not None:
+        check_setting("budget", budget)
     written = simulate_dataset(
         str(dataset_dir), kind=kind, budget=budget, seed=seed, out_dir=out_dir, overwrite=overwrite
     )

@@ -38,6 +38,17 @@ def test_simulate_writes_one_scribble_file_per_image(dataset):
     assert np.all(labels[scribbles == 2] > 0) and np.all(labels[scribbles == 1] == 0)
 
 
+def test_simulate_points_default_clicks_every_cell_and_budget_some(dataset, tmp_path):
+    from cellseg_monai.annotations.points import read_points_csv
+
+    assert cli("simulate", dataset, "--kind", "points").returncode == 0
+    assert cli("simulate", dataset, "--kind", "points", "--budget", "0.25", "--out_dir", tmp_path / "p").returncode == 0
+    for every in sorted((dataset / "weak" / "points").glob("*.csv")):
+        n = len(np.unique(tifffile.imread(dataset / "labels" / f"{every.stem}.tif"))) - 1
+        assert len(read_points_csv(every)) == n
+        assert len(read_points_csv(tmp_path / "p" / every.name)) == max(1, int(np.ceil(0.25 * n)))
+
+
 def test_evaluate_prints_table_and_writes_json(dataset, tmp_path):
     pred = tmp_path / "pred"
     pred.mkdir()

@@ -28,9 +28,11 @@ from monai.utils import convert_to_numpy
 from scipy import ndimage as ndi
 
 from cellseg_monai.annotations.foreground_count import find_weak_mask, read_foreground_mask
+from cellseg_monai.annotations.partial import kept_ids
 from cellseg_monai.data.io import DataError, validate_labels
 
 __all__ = [
+    "clicked_ids",
     "detect_points",
     "find_weak_points",
     "points_seed",
@@ -58,20 +60,37 @@ def points_seed(image_id: str, seed: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def simulate_points(labels: object, image_id: str, seed: int = 0, jitter: float = 0.0) -> np.ndarray:
-    """One LOI per instance: its centroid, optionally displaced by N(0, jitter²) per axis.
+def clicked_ids(labels: object, image_id: str, seed: int = 0, fraction: float = 1.0) -> np.ndarray:
+    """Sorted ids of the instances that get a simulated click: every instance at ``fraction`` 1.0, else those of
+    :func:`~cellseg_monai.annotations.partial.kept_ids` (``max(1, ceil(fraction · n))`` per image, the same cells
+    that partial labels keep at that fraction, in every epoch and on every machine)."""
+    lab = np.asarray(convert_to_numpy(labels, wrap_sequence=True))
+    if isinstance(fraction, bool) or not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction of clicked cells must be in (0, 1], got {fraction!r}")
+    if float(fraction) < 1.0:
+        return kept_ids(lab, image_id, seed=seed, fraction=float(fraction))
+    ids = np.unique(lab)
+    return ids[ids != 0].astype(np.int64)
+
+
+def simulate_points(
+    labels: object, image_id: str, seed: int = 0, jitter: float = 0.0, fraction: float = 1.0
+) -> np.ndarray:
+    """One LOI per clicked instance: its centroid, optionally displaced by N(0, jitter²) per axis.
 
     Args:
         labels: (H, W) or (1, H, W) integer instance labels (numpy or torch), 0 = background.
-        image_id: image id; with ``seed`` it fixes the jitter draw (the same in every epoch, no label leak).
+        image_id: image id; with ``seed`` it fixes the jitter draw and the clicked cells (the same in every epoch,
+            no label leak).
         seed: user seed.
         jitter: standard deviation of the displacement in pixels, >= 0 (0: exact centroids).
+        fraction: share of the instances clicked, in (0, 1] (:func:`clicked_ids`); 1.0: every instance.
 
     Returns:
-        (K, 2) float64 (y, x) in instance-id order, K = number of instances, clipped to the image.
+        (K, 2) float64 (y, x) in instance-id order, K = number of clicked instances, clipped to the image.
 
     Raises:
-        ValueError: negative jitter or a label image that is not 2D.
+        ValueError: negative jitter, a fraction outside (0, 1] or a label image that is not 2D.
         DataError: labels violating the contract (see :func:`cellseg_monai.data.io.validate_labels`).
     """
     if jitter < 0:
@@ -84,9 +103,10 @@ def simulate_points(labels: object, image_id: str, seed: int = 0, jitter: float 
     pts = np.asarray(ndi.center_of_mass(np.ones(lab.shape), lab, ids), dtype=np.float64).reshape(-1, 2)
     if jitter > 0:
         rng = np.random.default_rng(points_seed(image_id, seed))
-        pts = pts + rng.normal(0.0, jitter, size=pts.shape)
+        pts = pts + rng.normal(0.0, jitter, size=pts.shape)  # drawn for every cell: a cell's jitter is fraction-free
     h, w = lab.shape
-    return np.clip(pts, 0.0, [h - 1, w - 1])
+    pts = np.clip(pts, 0.0, [h - 1, w - 1])
+    return pts[np.isin(ids, clicked_ids(lab, image_id, seed, fraction))]
 
 
 def detect_points(

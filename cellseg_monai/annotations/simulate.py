@@ -15,7 +15,8 @@ masks      ``weak/masks/<id>.tif`` (uint8 0/1)     foreground mask of the full l
 counts     ``weak/counts.json``                    ``{"<id>": K}``, K = objects in the image (canonical shape)
 partial    ``weak/partial/<id>.tif`` (uint16/32)   instance labels of a seeded ``budget`` fraction of the
                                                    objects (partial Mask R-CNN; the rest are unlabelled)
-points     ``weak/points/<id>.csv`` (y,x)          one point per object: its centroid (LACSS LOIs)
+points     ``weak/points/<id>.csv`` (y,x)          one point per clicked object: its centroid (LACSS LOIs); a
+                                                   seeded ``budget`` fraction of the objects (default 1.0: all)
 =========  ======================================  ===========================================================
 """
 
@@ -38,7 +39,7 @@ from cellseg_monai.annotations.scribbles import budget_count, simulate_scribbles
 from cellseg_monai.data.io import atomic_path, read_labels
 from cellseg_monai.data.layouts import load_datalist
 
-__all__ = ["SIMULATED_KINDS", "simulate_dataset"]
+__all__ = ["DEFAULT_BUDGETS", "SIMULATED_KINDS", "simulate_dataset"]
 
 
 def _write_tif(path: Path, array: np.ndarray) -> None:
@@ -72,7 +73,15 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
     "masks": (),
     "partial": ("seed", "budget"),
     "counts": (),
-    "points": ("seed",),
+    "points": ("seed", "budget"),
+}
+#: kind -> its ``budget`` when none is given
+DEFAULT_BUDGETS: dict[str, int | float | None] = {
+    "scribbles": 0.3,
+    "masks": None,
+    "partial": 0.3,
+    "counts": None,
+    "points": 1.0,
 }
 
 SIMULATED_KINDS: tuple[str, ...] = (*_IMAGE_KINDS, *_JSON_KINDS, "points")
@@ -87,8 +96,8 @@ def _check_settings(kind: str, budget: int | float, fov: int) -> None:
         budget_count(budget, 0)  # raises for a negative int, a float outside (0, 1] or a non-number
         if isinstance(fov, bool) or not isinstance(fov, int) or fov < 1:
             raise ValueError(f"fov must be a positive number of pixels, got {fov!r}")
-    if kind == "partial" and (not isinstance(budget, float) or not 0.0 < budget <= 1.0):
-        raise ValueError(f"partial labels need a fraction budget in (0, 1] (e.g. 0.25); got {budget!r}")
+    if kind in ("partial", "points") and (not isinstance(budget, float) or not 0.0 < budget <= 1.0):
+        raise ValueError(f"{kind} labels need a fraction budget in (0, 1] (e.g. 0.25); got {budget!r}")
 
 
 @contextlib.contextmanager
@@ -108,7 +117,7 @@ def _write_one(kind: str, path: Path, item: dict[str, str], seed: int, budget: i
     labels = read_labels(item["label"])
     with atomic_path(path) as tmp:
         if kind == "points":
-            write_points_csv(tmp, simulate_points(labels, item["id"], seed))
+            write_points_csv(tmp, simulate_points(labels, item["id"], seed, fraction=budget))
         else:
             _write_tif(tmp, _IMAGE_KINDS[kind](labels, item["id"], seed, budget, fov))
 
@@ -116,7 +125,7 @@ def _write_one(kind: str, path: Path, item: dict[str, str], seed: int, budget: i
 def simulate_dataset(
     dataset_dir: str | os.PathLike,
     kind: str = "scribbles",
-    budget: int | float = 0.3,
+    budget: int | float | None = None,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     split: str = "all",
@@ -129,7 +138,10 @@ def simulate_dataset(
         dataset_dir: dataset with full instance labels (any layout of :func:`load_datalist`).
         kind: one of :data:`SIMULATED_KINDS` (table in the module docstring).
         budget: scribbles: objects per image, an int, or a float in (0, 1] = fraction of each image's objects;
-            partial: the fraction of each image's objects kept. Not used by masks and counts.
+            partial: the fraction of each image's objects kept; points: the fraction of each image's objects
+            clicked (the objects partial keeps at the same fraction and seed, and the ones LACSS's
+            ``annotation_budget`` simulates). Not used by masks and counts. None: :data:`DEFAULT_BUDGETS`
+            (0.3 for scribbles and partial, 1.0 for points).
         seed: seed; the annotation of an image is a function of (id, seed, budget).
         out_dir: output folder; default ``<dataset_dir>/weak/<kind>`` (image kinds) or ``<dataset_dir>/weak``
             (``counts.json``).
@@ -147,6 +159,10 @@ def simulate_dataset(
         OverwriteError: the output folder (image and points kinds) or the JSON file holds files that ``simulate``
             did not write, or that it wrote with other settings and ``overwrite`` is False; nothing is written.
     """
+    if kind in SIMULATED_KINDS and budget is None:
+        budget = DEFAULT_BUDGETS[kind]
+    if isinstance(budget, int) and not isinstance(budget, bool) and kind == "points" and budget == 1:
+        budget = 1.0  # "--budget 1": every object
     _check_settings(kind, budget, fov)
     arguments = {"seed": seed, "budget": budget, "fov": fov}
     settings = {"kind": kind, **{name: arguments[name] for name in _SETTINGS[kind]}}

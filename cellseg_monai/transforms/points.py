@@ -24,8 +24,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from cellseg_monai.annotations.partial import kept_ids
 from cellseg_monai.annotations.points import (
+    clicked_ids,
     detect_points,
     find_weak_points,
     read_points_csv,
@@ -133,12 +133,8 @@ class SimulatePoints(Transform):
             )
         lab = convert_to_numpy(label, wrap_sequence=True)
         lab2 = lab[0] if lab.ndim == 3 else lab
-        pts = simulate_points(lab2, sample_id, seed=self.seed, jitter=self.jitter)
-        ids = np.unique(lab2)
-        ids = ids[ids != 0]
-        if self.fraction < 1.0:
-            clicked = np.isin(ids, kept_ids(lab2, sample_id, seed=self.seed, fraction=self.fraction))
-            pts, ids = pts[clicked], ids[clicked]
+        pts = simulate_points(lab2, sample_id, seed=self.seed, jitter=self.jitter, fraction=self.fraction)
+        ids = clicked_ids(lab2, sample_id, seed=self.seed, fraction=self.fraction)
         return _meta_like(label, points_to_map(pts, lab2.shape, ids)[None])
 
 

@@ -103,6 +103,35 @@ def test_simulate_points_are_centroids(tmp_path):
         np.testing.assert_allclose(np.sort(got, axis=0), np.sort(expected, axis=0), atol=0.51)
 
 
+def test_simulate_points_budget_clicks_the_cells_partial_keeps(tmp_path):
+    """--budget 0.5 for points: the centroids of the cells that partial labels keep at 0.5 with the same seed, and
+    the cells the LACSS training transform clicks at annotation_budget 0.5."""
+    from scipy import ndimage
+
+    from cellseg_monai.annotations.points import read_points_csv
+    from cellseg_monai.transforms.points import SimulatePoints
+
+    labels = make_dataset(tmp_path / "ds")
+    points = simulate_dataset(tmp_path / "ds", kind="points", budget=0.5, seed=4)
+    partial = simulate_dataset(tmp_path / "ds", kind="partial", budget=0.5, seed=4)
+    for p, q in zip(points, partial, strict=True):
+        lab, kept = labels[Path(p).stem], tifffile.imread(q)
+        ids = np.unique(kept)[1:]
+        assert len(ids) == int(np.ceil(0.5 * (len(np.unique(lab)) - 1)))
+        expected = np.array(ndimage.center_of_mass(np.ones_like(lab), lab, ids)).reshape(-1, 2)
+        np.testing.assert_allclose(read_points_csv(p), expected, atol=1e-6)
+        trained = np.asarray(SimulatePoints(seed=4, fraction=0.5)(lab[None], sample_id=Path(p).stem))[0]
+        assert sorted(np.unique(trained)[1:].tolist()) == ids.tolist()
+
+
+@pytest.mark.parametrize("budget", [2, 0.0, 1.5])
+def test_simulate_points_budget_must_be_a_fraction(tmp_path, budget):
+    make_dataset(tmp_path / "ds")
+    with pytest.raises(ValueError, match="fraction budget"):
+        simulate_dataset(tmp_path / "ds", kind="points", budget=budget)
+    assert not (tmp_path / "ds" / "weak").exists()
+
+
 @pytest.mark.parametrize("kind, error", [("x", ValueError)])
 def test_simulate_dataset_kinds(tmp_path, kind, error):
     make_dataset(tmp_path / "ds")
