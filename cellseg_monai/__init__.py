@@ -1,8 +1,8 @@
 """cellseg_monai: shared library of the cellseg-monai bundles (weakly supervised cell instance segmentation).
 
 Subpackages follow MONAI's layout (``monai/apps/pathology``): ``data``, ``annotations``, ``transforms``,
-``networks``, ``losses``, ``metrics``, ``inferers``, ``postprocessing``, ``engines``, ``handlers``, plus
-``bundle`` (helpers that bundle configs call). They are imported here so that bundle-config expressions such as
+``networks``, ``losses``, ``metrics``, ``inferers``, ``postprocessing``, ``engines``, ``handlers``, ``optimizers``,
+plus ``bundle`` (helpers that bundle configs call). They are imported here so that bundle-config expressions such as
 ``$cellseg_monai.data.sample_data_dir()`` work after ``import cellseg_monai``.
 
 For use from Python without configs: ``model = cellseg_monai.load_bundle("impartial")`` then
@@ -24,6 +24,7 @@ from . import (  # noqa: E402
     losses,
     metrics,
     networks,
+    optimizers,
     postprocessing,
     transforms,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "losses",
     "metrics",
     "networks",
+    "optimizers",
     "postprocessing",
     "transforms",
 ]

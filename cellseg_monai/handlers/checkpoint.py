@@ -119,9 +119,10 @@ class TrainingCheckpoint:
             folder's ``run.json`` records another run, or the folder has checkpoints but no ``run.json`` (a run of
             unknown origin); refused (:class:`NothingToResumeError`) when the checkpoint's epoch is at or past
             ``max_epochs``. Without a checkpoint the run starts afresh like a new run. A schedule whose length is
-            fixed at construction (``OneCycleLR.total_steps``, derived from ``max_epochs`` in the configs) keeps the
-            length of the *resumed* run's config, so a run can be resumed with more epochs; the position in the
-            schedule (its step count) comes from the checkpoint.
+            fixed at construction (``OneCycleLR.total_steps``, derived from ``max_epochs`` in the configs, and
+            ``BudgetOneCycleLR.minutes``) keeps the length of the *resumed* run's config, so a run can be resumed
+            with more epochs or minutes; the position in the schedule (its step count and training time) comes from
+            the checkpoint.
         interval: save every ``interval`` epochs; ``n_saved`` newest files are kept.
         overwrite: a new run refuses a ``save_dir`` that already holds another run's ``checkpoint_*.pt`` or best
             ``model.pt`` (:class:`RunFolderInUseError`), so no run silently replaces weights it did not write;
@@ -162,7 +163,7 @@ class TrainingCheckpoint:
     def _keep_schedule_length(self, load: Any, engine: Engine) -> None:
         """Run ``load(engine)`` but keep the scheduler's length from this run's config."""
         sched = self.lr_scheduler
-        keys = ("total_steps", "_schedule_phases")
+        keys = ("total_steps", "_schedule_phases", "minutes")
         length = {k: copy.deepcopy(getattr(sched, k)) for k in keys if sched is not None and hasattr(sched, k)}
         load(engine)
         for k, v in length.items():

@@ -77,6 +77,39 @@ def test_resume_keeps_the_new_length_of_a_one_cycle_schedule(tmp_path):
     assert sched.total_steps == 10 and sched.last_epoch == 10
 
 
+def test_resume_of_a_time_budget_schedule_keeps_its_training_time_and_the_new_budget(tmp_path, monkeypatch):
+    from ignite.engine import Engine
+
+    from cellseg_monai.handlers import TrainingCheckpoint
+    from cellseg_monai.optimizers import BudgetOneCycleLR
+    from cellseg_monai.optimizers import lr_scheduler as module
+
+    now = [0.0]
+    monkeypatch.setattr(module, "monotonic", lambda: now[0])
+
+    def run(max_epochs: int, minutes: float, resume: bool) -> BudgetOneCycleLR:
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        sched = BudgetOneCycleLR(opt, max_lr=0.1, total_steps=1000, minutes=minutes)
+
+        def step(engine, batch):
+            now[0] += 6.0  # every iteration takes 6 s
+            opt.step()
+            sched.step()
+
+        engine = Engine(step)
+        TrainingCheckpoint(str(tmp_path), net, opt, lr_scheduler=sched, resume=resume).attach(engine)
+        engine.run([0, 1], max_epochs=max_epochs)
+        return sched
+
+    first = run(2, 1.0, False)  # 4 iterations: 18 s on the schedule's clock (it starts at the first step)
+    assert first.elapsed_seconds() == pytest.approx(18.0)
+    resumed = run(3, 2.0, True)  # 2 more iterations, the clock again from the first: 24 s of a budget now 2 min
+    assert resumed.minutes == 2.0 and resumed.last_epoch == 6
+    assert resumed.elapsed_seconds() == pytest.approx(24.0)
+    assert resumed.progress_step() == 200  # 24 s of 120 s: a fifth of the cycle (the steps alone: 6 of 1000)
+
+
 def test_a_new_run_refuses_a_folder_of_another_run(tmp_path):
     net = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
