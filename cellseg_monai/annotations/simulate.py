@@ -159,8 +159,8 @@ def simulate_dataset(
         OverwriteError: the output folder (image and points kinds) or the JSON file holds files that ``simulate``
             did not write, or that it wrote with other settings and ``overwrite`` is False; nothing is written.
     """
-    if kind in SIMULATED_KINDS and budget is None:
-        budget = DEFAULT_BUDGETS[kind]
+    if budget is None:
+        budget = DEFAULT_BUDGETS.get(kind)  # an unknown kind is refused just below
     if isinstance(budget, int) and not isinstance(budget, bool) and kind == "points" and budget == 1:
         budget = 1.0  # "--budget 1": every object
     _check_settings(kind, budget, fov)

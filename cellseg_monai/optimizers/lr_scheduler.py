@@ -93,10 +93,9 @@ class BudgetOneCycleLR(OneCycleLR):
         return min(int(self.total_steps) - 1, max(step, by_time))  # the cycle's last step is total_steps - 1
 
     def step(self, epoch: int | None = None) -> None:
-        if self._clock_start is None and getattr(self, "_initial_step_done", False):
+        if self._clock_start is None and self.last_epoch >= 0:  # not the constructor's own first step
             self._clock_start = monotonic()
         super().step(epoch)
-        self._initial_step_done = True
 
     def get_lr(self) -> list[float]:
         actual = self.last_epoch
