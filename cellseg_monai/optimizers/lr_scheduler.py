@@ -23,7 +23,9 @@ __all__ = ["BudgetOneCycleLR"]
 class BudgetOneCycleLR(OneCycleLR):
     """PyTorch's ``OneCycleLR`` over the step count **or** a wall-clock budget, whichever ends first.
 
-    With ``minutes`` 0 (or None) it is ``OneCycleLR`` step for step. With ``minutes`` > 0, step ``t`` uses the
+    With ``minutes`` 0 (or None) it is ``OneCycleLR`` step for step up to ``total_steps - 1`` and stays at the
+    cycle's end after it (``OneCycleLR`` would extrapolate the cosine upwards at step ``total_steps``, the step a
+    trainer takes after its last iteration, and raise after it). With ``minutes`` > 0, step ``t`` uses the
     schedule at step ``min(total_steps - 1, max(t, ⌊total_steps · elapsed / (60 · minutes)⌋))``: the warm-up takes
     ``pct_start`` of the budget and the annealing the rest, ending at ``max_lr / (div_factor · final_div_factor)``
     when the budget is spent (steps past it stay there). The clock starts at the first ``step()`` after
@@ -83,21 +85,33 @@ class BudgetOneCycleLR(OneCycleLR):
 
     def progress_step(self) -> int:
         """The step of the One-Cycle schedule that this step uses (see the class docstring)."""
+        last = int(self.total_steps) - 1  # the cycle's last step: OneCycleLR itself extrapolates past it
         step = int(self.last_epoch)
         if self.minutes <= 0:
-            return step
+            return min(last, step)
         elapsed = self.elapsed_seconds()
         if idist.get_world_size() > 1:  # every rank steps together: rank 0's clock decides for all
             elapsed = float(idist.broadcast(elapsed, src=0))
         by_time = int(self.total_steps * elapsed / (60.0 * self.minutes))
-        return min(int(self.total_steps) - 1, max(step, by_time))  # the cycle's last step is total_steps - 1
+        return min(last, max(step, by_time))
 
     def step(self, epoch: int | None = None) -> None:
         if self._clock_start is None and self.last_epoch >= 0:  # not the constructor's own first step
             self._clock_start = monotonic()
         super().step(epoch)
 
+    def _widen_empty_phases(self) -> None:
+        """Give a phase that ends where it starts a tiny length: ``OneCycleLR`` divides by ``end - start`` and
+        raises ``ZeroDivisionError`` at step 0 when ``pct_start · total_steps`` is exactly 1 (e.g. 10 steps at
+        ``pct_start`` 0.1); with the tiny length the step is the phase's start, as the formula's limit."""
+        start = 0.0
+        for phase in self._schedule_phases:
+            if phase["end_step"] == start:
+                phase["end_step"] = start + 1e-6
+            start = phase["end_step"]
+
     def get_lr(self) -> list[float]:
+        self._widen_empty_phases()  # here, not in __init__: a resumed run's TrainingCheckpoint resets the phases
         actual = self.last_epoch
         self.last_epoch = self.progress_step()
         try:

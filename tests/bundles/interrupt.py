@@ -30,3 +30,26 @@ class PauseOnce:
         if engine.state.epoch == self.epoch and not self.marker.exists():
             self.marker.write_text(f"{engine.state.epoch} {engine.state.iteration}")
             time.sleep(self.seconds)
+
+
+class StopOnce:
+    """At the end of epoch ``epoch`` — after the epoch's checkpoint, being attached after the checkpoint handler —
+    write ``marker`` and stop the training cleanly (``engine.terminate()``), unless ``marker`` already exists, so the
+    resumed run, built from the same config, goes on to ``max_epochs``.
+
+    Args:
+        marker: file written when stopping: ``"<epoch> <iteration>"``.
+        epoch: the epoch (1-based) after which to stop.
+    """
+
+    def __init__(self, marker: str, epoch: int = 1) -> None:
+        self.marker = Path(marker)
+        self.epoch = epoch
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.epoch == self.epoch and not self.marker.exists():
+            self.marker.write_text(f"{engine.state.epoch} {engine.state.iteration}")
+            engine.terminate()

@@ -98,9 +98,15 @@ def uninterrupted(disc_dataset, tmp_path_factory) -> Path:
 
 
 def test_stopped_after_a_checkpoint_then_resumed_equals_uninterrupted(disc_dataset, tmp_path, uninterrupted):
-    _, override = _pause(tmp_path, paused=False)
+    """The run stops cleanly right after its epoch-1 checkpoint (same config, ``max_epochs`` 3: the learning-rate
+    schedule spans the whole run, so a run stopped by a smaller ``max_epochs`` would have followed another one)."""
+    marker = tmp_path / "stopped"
+    stop = {"_target_": "tests.bundles.interrupt.StopOnce", "marker": str(marker), "epoch": 1}
+    override = [f"--train#handlers#{PROGRESS_BAR}", repr(stop)]
     out = tmp_path / "run"
-    _ok(_train(UNET, disc_dataset, out, "--train#trainer#max_epochs", "1", *UNET_SMALL, *override))
+    _ok(_train(UNET, disc_dataset, out, "--train#trainer#max_epochs", "3", *UNET_SMALL, *override))
+    assert marker.read_text().split()[0] == "1"
+    assert [p.name for p in out.glob("checkpoint_*.pt")] == ["checkpoint_epoch=1.pt"]  # stopped after epoch 1
     identity = json.loads((out / "run.json").read_text())
     assert (identity["bundle"], identity["train_ids"], identity["seed"]) == (
         "supervised_unet",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
@@ -56,6 +58,9 @@ def test_without_a_time_budget_it_is_one_cycle_step_for_step(minutes, clock):
         _step(sched)
         got.append(sched.optimizer.param_groups[0]["lr"])
     assert got == pytest.approx(reference, rel=1e-12)
+    for _ in range(3):  # a trainer steps after its last iteration too: the schedule stays at its end, where
+        _step(sched)  # OneCycleLR would extrapolate the cosine back up and then raise
+        assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(reference[-1], rel=1e-12)
 
 
 def test_a_time_budget_lays_the_cycle_over_the_minutes(clock):
@@ -105,3 +110,18 @@ def test_state_dict_carries_the_elapsed_time_to_a_resumed_run(clock):
 def test_rejects_a_negative_budget(minutes):
     with pytest.raises(ValueError, match="minutes"):
         BudgetOneCycleLR(_sgd(), MAX_LR, total_steps=TOTAL, minutes=minutes)
+
+
+def test_a_warm_up_of_exactly_one_step_does_not_divide_by_zero():
+    """10 steps at pct_start 0.1: OneCycleLR's warm-up ends where it starts (step 0) and it raises
+    ZeroDivisionError; here step 0 is the warm-up's start and the rest the cosine from max_lr to the floor."""
+    with pytest.raises(ZeroDivisionError):
+        OneCycleLR(_sgd(), MAX_LR, total_steps=10, pct_start=0.1, cycle_momentum=False)
+    sched = BudgetOneCycleLR(_sgd(), MAX_LR, total_steps=10, pct_start=0.1, cycle_momentum=False)
+    floor = MAX_LR / 25 / 1e4
+    got = [sched.optimizer.param_groups[0]["lr"]]
+    for _ in range(9):
+        _step(sched)
+        got.append(sched.optimizer.param_groups[0]["lr"])
+    cosine = [floor + (MAX_LR - floor) * (1 + math.cos(math.pi * t / 9)) / 2 for t in range(1, 10)]
+    assert got == pytest.approx([MAX_LR / 25, *cosine], rel=1e-5)
