@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 from monai.bundle import ConfigParser
 
 from tests.bundles.conftest import REPO, SPECS, bundle_run
@@ -94,3 +95,22 @@ def test_cli_segment_uses_the_bundle(flows, disc_dataset, tmp_path):
     assert sorted(p.stem for p in (tmp_path / "p").glob("*.tif")) == sorted(
         p.stem for p in (disc_dataset / "images").glob("*.tif")
     )
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+@pytest.mark.parametrize("depth", [3, 4])
+def test_the_inferer_pads_to_the_network_stride_at_any_depth(config, depth):
+    """The paper's depth-4 network is one override away: tiles and padding follow ``network_def#depth`` (an image
+    whose sides are no multiple of 2**depth comes back at its own size)."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / config))
+    parser.update(
+        {"network_def#depth": depth, "network_def#features": 4, "device": "cpu", "inference_precision": "float32"}
+    )
+    network = parser.get_parsed_content("network").eval()
+    inferer = parser.get_parsed_content("inferer")
+    image = torch.rand(1, parser["in_channels"], 264, 350)  # 264 = 16 · 16.5: no multiple of 16; 350 not of 8
+    with torch.no_grad():
+        out = inferer(image, network)
+    assert out.shape[-2:] == image.shape[-2:]
+    assert torch.isfinite(out).all()
