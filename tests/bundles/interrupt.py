@@ -1,4 +1,6 @@
-"""A handler for the interruption tests: pause a training once, mid-epoch, so that a test can kill it there."""
+"""Handlers for the interruption tests: act once in a given epoch — pause a training (so that a test can kill it
+there) or stop it cleanly — unless a marker file says it already happened, so the resumed run, built from the same
+config, goes on."""
 
 from __future__ import annotations
 
@@ -8,48 +10,47 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 
 
-class PauseOnce:
-    """After the first iteration of epoch ``epoch``, write ``marker`` and sleep (until killed) — unless ``marker``
-    already exists, so the resumed run, built from the same config, goes on without pausing.
+class _OnceInEpoch:
+    """On ``event`` in epoch ``epoch`` (1-based), write ``marker`` (``"<epoch> <iteration>"``) and :meth:`act`,
+    unless ``marker`` already exists."""
 
-    Args:
-        marker: file written when pausing: ``"<epoch> <iteration>"``.
-        epoch: the epoch (1-based) in which to pause.
-        seconds: how long to sleep.
-    """
+    event = Events.ITERATION_COMPLETED
+
+    def __init__(self, marker: str, epoch: int) -> None:
+        self.marker = Path(marker)
+        self.epoch = epoch
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(self.event, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.epoch == self.epoch and not self.marker.exists():
+            self.marker.write_text(f"{engine.state.epoch} {engine.state.iteration}")
+            self.act(engine)
+
+    def act(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+
+class PauseOnce(_OnceInEpoch):
+    """After the first iteration of epoch ``epoch``, write ``marker`` and sleep ``seconds`` (until killed)."""
 
     def __init__(self, marker: str, epoch: int = 2, seconds: float = 600.0) -> None:
-        self.marker = Path(marker)
-        self.epoch = epoch
+        super().__init__(marker, epoch)
         self.seconds = seconds
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if engine.state.epoch == self.epoch and not self.marker.exists():
-            self.marker.write_text(f"{engine.state.epoch} {engine.state.iteration}")
-            time.sleep(self.seconds)
+    def act(self, engine: Engine) -> None:
+        time.sleep(self.seconds)
 
 
-class StopOnce:
+class StopOnce(_OnceInEpoch):
     """At the end of epoch ``epoch`` — after the epoch's checkpoint, being attached after the checkpoint handler —
-    write ``marker`` and stop the training cleanly (``engine.terminate()``), unless ``marker`` already exists, so the
-    resumed run, built from the same config, goes on to ``max_epochs``.
+    write ``marker`` and stop the training cleanly (``engine.terminate()``)."""
 
-    Args:
-        marker: file written when stopping: ``"<epoch> <iteration>"``.
-        epoch: the epoch (1-based) after which to stop.
-    """
+    event = Events.EPOCH_COMPLETED
 
     def __init__(self, marker: str, epoch: int = 1) -> None:
-        self.marker = Path(marker)
-        self.epoch = epoch
+        super().__init__(marker, epoch)
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if engine.state.epoch == self.epoch and not self.marker.exists():
-            self.marker.write_text(f"{engine.state.epoch} {engine.state.iteration}")
-            engine.terminate()
+    def act(self, engine: Engine) -> None:
+        engine.terminate()
