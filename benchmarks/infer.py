@@ -199,7 +199,9 @@ def measure_bundle(
 
     result = _timed_loop(items, warmup, step)
     first = items[0]["image"][None].to(device)
-    inner = getattr(inferer, "inferer", inferer)  # a FastInferer's wrapped inferer
+    inner = inferer
+    while not hasattr(inner, "tiles") and hasattr(inner, "inferer"):  # inside FlipAveragingInferer / FastInferer
+        inner = inner.inferer
     if hasattr(inner, "tiles"):  # FittedSlidingWindowInferer: the tile it fits to the first image
         roi = inner.tiles(first.shape[2:])[0]
     else:

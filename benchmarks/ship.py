@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/ship.py impartial --minutes 20            # train, evaluate, install
     python benchmarks/ship.py impartial --reuse                                   # re-evaluate the same training
     python benchmarks/ship.py impartial --minutes 1 --no-install --set network_def#features=32   # try a change
+    python benchmarks/ship.py impartial --weights bundles/impartial/models/model.pt --no-install \
+        --set test_time_augmentation=flips                                       # score given weights, no training
 
 ``--set KEY=VALUE`` (repeatable, ``benchmarks/run.py`` override syntax) trains and scores a variant without touching
 the bundle; it needs ``--no-install``, since shipped weights are always the bundle's defaults. To ship a variant
@@ -188,14 +190,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="reuse a finished training in --work (evaluate again)")
     p.add_argument("--no-install", action="store_true", help="score only; leave the bundle untouched")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (--no-install)")
+    p.add_argument("--weights", type=Path, help="score these weights (e.g. the shipped ones) instead of training")
     args = p.parse_args(argv)
     if args.set and not args.no_install:
         p.error("--set needs --no-install: shipped weights are trained with the bundle's defaults")
+    if args.weights is not None and not args.no_install:
+        p.error("--weights needs --no-install: it scores weights that this command did not train")
+    if args.weights is not None and not args.weights.is_file():
+        p.error(f"{args.weights}: no such weights file")
     if not args.data.is_dir():
         p.error(f"{args.data}: no such dataset folder")
     if args.minutes <= 0:
         p.error(f"--minutes must be > 0, got {args.minutes}")
-    args.work = args.work or REPO / "runs" / "ship" / args.bundle
+    args.work = args.work or REPO / "runs" / "ship" / (args.bundle + ("-scored" if args.weights else ""))
     return args
 
 
@@ -210,12 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     gt_dir = args.work / "gt_val"
     val_ids = write_val_labels(args.data, gt_dir)
-    train = train_bundle(
-        bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse
-    )
+    if args.weights is not None:  # no training: the given weights, as a plain state_dict
+        train = {"seconds": 0.0, "iterations": 0, "epochs": 0, "peak_rss_mb": 0.0, "checkpoint": str(args.weights)}
+    else:
+        train = train_bundle(
+            bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse
+        )
     weights = args.work / "model.pt"
     torch.save(network_state_dict(train["checkpoint"]), str(weights))
-    scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, args.set, args.reuse)
+    # given weights land in the same work/model.pt whatever they are: never reuse predictions made from that path
+    reuse_eval = args.reuse and args.weights is None
+    scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, args.set, reuse_eval)
     if scores["missing"]:
         print(f"error: no prediction for {len(scores['missing'])} val images: {scores['missing'][:5]}", file=sys.stderr)
         return 1

@@ -13,7 +13,8 @@ boundary between touching nuclei merges them at 0.5 and splits them at 0.9. This
 outputs in memory, then applies the bundle's own ``postprocessing_transforms`` with each combination of ``--grid``
 values (top-level config ids, so the bundle's configs stay the single definition of the decoding) and scores the
 instances against the ``train`` labels: the combination with the best mean F1@0.5 over images wins (ties: the one
-listed first, i.e. the lower values). An id that a component other than the post-processing reads (canonical_shape's
+listed first, i.e. the lower values; a list of words, e.g.
+``test_time_augmentation=none,flips``, is tried in the order given). An id that a component other than the post-processing reads (canonical_shape's
 ``prob_threshold`` lives in its inferer's predictor) gets one network pass per value instead. ``--install`` writes
 the chosen values to the bundle's ``train.json`` and ``inference.json``; ``python benchmarks/ship.py <bundle>
 --reuse`` then scores ``val`` with them and records the result. Results:
@@ -49,22 +50,28 @@ from benchmarks.tune_threshold import RESULTS, record_header, set_default  # noq
 __all__ = ["parse_grid", "best_setting", "split_keys", "score_grid", "predict", "main"]
 
 
-def parse_grid(items: Iterable[str]) -> dict[str, list[float]]:
-    """``["a=0.5,0.7", "b=0.4"]`` → ``{"a": [0.5, 0.7], "b": [0.4]}`` (values sorted, duplicates dropped)."""
-    grid: dict[str, list[float]] = {}
+def parse_grid(items: Iterable[str]) -> dict[str, list[float | str]]:
+    """``["a=0.5,0.7", "b=0.4"]`` → ``{"a": [0.5, 0.7], "b": [0.4]}``: numbers sorted, duplicates dropped. A list
+    with a value that is no number is a list of choices (``"tta=none,flips"``), kept in the order given."""
+    grid: dict[str, list[float | str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or not key or not values:
+        if not sep or not key or not values or "" in values.split(","):
             raise ValueError(f"--grid item {item!r} is not KEY=V1,V2,...")
         if key in grid:
             raise ValueError(f"--grid names {key!r} twice")
+        words = list(dict.fromkeys(values.split(",")))
         try:
-            grid[key] = sorted({float(v) for v in values.split(",")})
+            grid[key] = sorted({float(v) for v in words})
         except ValueError:
-            raise ValueError(f"--grid item {item!r}: values must be numbers") from None
+            grid[key] = list(words)
     if not grid:
         raise ValueError("--grid needs at least one KEY=V1,V2,...")
     return grid
+
+
+def _fmt(value: float | str) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def best_setting(scores: list[tuple[dict[str, float], float]]) -> dict[str, float]:
@@ -160,9 +167,9 @@ def predict(
 def _markdown(record: dict[str, Any]) -> str:
     keys = record["keys"]
     head = "| " + " | ".join(keys) + " | mean F1@0.5 |\n|" + "---|" * (len(keys) + 1)
-    rows = "\n".join("| " + " | ".join(f"{s[k]:g}" for k in keys) + f" | {f:.4f} |" for s, f in record["scores"])
-    fmt = ", ".join(f"{k} = {v:g}" for k, v in record["chosen"].items())
-    was = ", ".join(f"{k} = {v:g}" for k, v in record["previous"].items())
+    rows = "\n".join("| " + " | ".join(_fmt(s[k]) for k in keys) + f" | {f:.4f} |" for s, f in record["scores"])
+    fmt = ", ".join(f"{k} = {_fmt(v)}" for k, v in record["chosen"].items())
+    was = ", ".join(f"{k} = {_fmt(v)}" for k, v in record["previous"].items())
     return record_header("Decoding thresholds", record) + f"{head}\n{rows}\n\nChosen: **{fmt}** (was {was}).\n"
 
 
@@ -189,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"no bundle {args.bundle!r}")
     bundle = bundles[0]
     config = json.loads(bundle.config("inference.json").read_text())
-    for key in grid:
-        if not isinstance(config.get(key), (int, float)) or isinstance(config.get(key), bool):
-            p.error(f"{bundle.config('inference.json')}: no top-level numeric {key!r}")
+    for key, values in grid.items():
+        value = config.get(key)
+        if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            p.error(f"{bundle.config('inference.json')}: no top-level numeric or string {key!r}")
+        if isinstance(value, str) != isinstance(values[0], str):
+            kind = "a string" if isinstance(value, str) else "a number"
+            p.error(f"--grid {key}: {bundle.config('inference.json')} holds {kind}, got {values}")
     for key, values in grid.items():  # an integer setting (a distance in px) stays an integer in the configs
         if isinstance(config[key], int):
             if not all(float(v).is_integer() for v in values):
@@ -223,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         post_grid = {k: grid[k] for k in post_keys}  # empty: one scoring of the network setting alone
         for setting, f1 in score_grid(outputs, truths, post_grid, lambda s, f=fixed: make_postprocessing({**f, **s})):
             scores.append(({k: {**fixed, **setting}[k] for k in grid}, f1))
-    scores.sort(key=lambda sf: [sf[0][k] for k in grid])  # grid order: the lower values first on a tie
+    scores.sort(key=lambda sf: [grid[k].index(sf[0][k]) for k in grid])  # grid order: first listed wins a tie
     chosen = best_setting(scores)
     record = {
         "bundle": bundle.name,
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         for key, value in chosen.items():
             for path in set_default(bundle.path, key, value):
-                print(f"set {key} = {value:g} in {path}")
+                print(f"set {key} = {_fmt(value)} in {path}")
     return 0
 
 

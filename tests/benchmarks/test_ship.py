@@ -85,3 +85,34 @@ def test_reuse_keeps_the_machine_and_threads_of_the_training_it_scores_again():
     assert here[1] == torch.get_num_threads() and here[0] != previous["machine"]
     assert training_machine(previous, "other weights", reuse=True)[1] == torch.get_num_threads()
     assert training_machine(None, "abc", reuse=True)[1] == torch.get_num_threads()
+
+
+def test_weights_are_scored_without_training_and_never_installed(tmp_path, monkeypatch, capsys):
+    import benchmarks.ship as ship
+    from cellseg_monai.data import sample_data_dir
+
+    net = torch.nn.Conv2d(1, 1, 1)
+    given = tmp_path / "given.pt"
+    torch.save({"model": net.state_dict()}, given)  # a training checkpoint: its network part is what gets scored
+    seen = {}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--weights must not train")
+
+    def fake_evaluate(bundle, data, work, ckpt, gt_dir, overrides, reuse):
+        seen.update(ckpt=ckpt, overrides=overrides, reuse=reuse)
+        return {"missing": [], "per_image_mean": {"f1@0.5": 0.5}}
+
+    monkeypatch.setattr(ship, "train_bundle", no_training)
+    monkeypatch.setattr(ship, "evaluate_bundle", fake_evaluate)
+    monkeypatch.setattr(ship, "write_val_labels", lambda data, gt_dir: ["a"])
+    work = tmp_path / "work"
+    argv = ["supervised_unet", "--data", str(sample_data_dir()), "--weights", str(given), "--no-install"]
+    assert ship.main([*argv, "--work", str(work), "--reuse", "--set", "test_time_augmentation=flips"]) == 0
+    saved = torch.load(work / "model.pt")
+    assert set(saved) == set(net.state_dict()) and torch.equal(saved["weight"], net.weight)
+    assert seen == {"ckpt": str(work / "model.pt"), "overrides": ["test_time_augmentation=flips"], "reuse": False}
+    assert '"f1@0.5": 0.5' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ship.main(argv[:-1])  # installing weights this command did not train is refused
+    assert "--weights needs --no-install" in capsys.readouterr().err

@@ -23,7 +23,11 @@ def test_parse_grid_sorts_and_deduplicates():
     assert parse_grid(["a=0.7,0.5,0.7", "b=1"]) == {"a": [0.5, 0.7], "b": [1.0]}
 
 
-@pytest.mark.parametrize("items", [[], ["a"], ["a="], ["=0.5"], ["a=x"], ["a=0.5", "a=0.6"]])
+def test_parse_grid_keeps_words_in_the_order_given():
+    assert parse_grid(["tta=none,flips,none,dihedral", "a=0.5"]) == {"tta": ["none", "flips", "dihedral"], "a": [0.5]}
+
+
+@pytest.mark.parametrize("items", [[], ["a"], ["a="], ["=0.5"], ["a=0.5,,0.6"], ["a=0.5", "a=0.6"]])
 def test_parse_grid_rejects_malformed_items(items):
     with pytest.raises(ValueError):
         parse_grid(items)
@@ -87,6 +91,40 @@ def test_main_keeps_integer_settings_integer(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["impartial", "--grid", "watershed_min_distance=3,3.5", "--out", str(tmp_path)])
     assert "integer" in capsys.readouterr().err
+
+
+def test_main_refuses_a_word_for_a_number_and_a_number_for_a_word(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["impartial", "--grid", "prob_threshold=low,high", "--out", str(tmp_path)])
+    assert "holds a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["impartial", "--grid", "test_time_augmentation=0,1", "--out", str(tmp_path)])
+    assert "holds a string" in capsys.readouterr().err
+
+
+def test_main_tries_test_time_augmentation_with_a_network_pass_each(tmp_path, monkeypatch):
+    import benchmarks.tune_decoding as td
+
+    truth, logits = _touching_pair()
+    calls = []
+
+    def fake_predict(bundle_dir, data, items, weights, overrides=None):
+        calls.append(dict(overrides))
+        # the mirrored passes see the touching columns more surely as boundary: the seeds split at 0.5
+        out = logits.clone()
+        if overrides["test_time_augmentation"] == "flips":
+            out[:, 3:11, 9:11] = torch.log(torch.tensor([0.01, 0.4, 0.59]))[:, None, None]
+        return [{"pred": out}], [truth]
+
+    monkeypatch.setattr(td, "predict", fake_predict)
+    grid = ["--grid", "test_time_augmentation=none,flips", "interior_threshold=0.5"]
+    args = ["supervised_unet", "--data", str(sample_data_dir()), "--every", "6", *grid, "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert calls == [{"test_time_augmentation": "none"}, {"test_time_augmentation": "flips"}]
+    record = json.loads((tmp_path / "supervised_unet-decoding.json").read_text())
+    assert record["chosen"] == {"test_time_augmentation": "flips", "interior_threshold": 0.5}
+    assert record["previous"]["test_time_augmentation"] == "none"
+    assert "| flips | 0.5 | 1.0000 |" in (tmp_path / "supervised_unet-decoding.md").read_text()
 
 
 def test_split_keys_finds_who_reads_each_threshold():

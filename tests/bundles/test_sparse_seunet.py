@@ -48,14 +48,23 @@ def test_an_image_larger_than_a_tile_is_stitched_into_consecutive_labels(flows):
 def test_the_inferer_tiles_as_the_decoder_needs(configs, decoder):
     """Sparse: tiles of the training patch size (CoordConv); watershed: the fitted window of ``semantic_tile`` and a
     network that skips its instance branch — the inferer and the network follow ``instance_decoder`` together."""
-    from cellseg_monai.inferers import FastInferer, FittedSlidingWindowInferer, SEUNetInferer, TiledInstanceInferer
+    from cellseg_monai.inferers import (
+        FastInferer,
+        FittedSlidingWindowInferer,
+        FlipAveragingInferer,
+        SEUNetInferer,
+        TiledInstanceInferer,
+    )
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / c) for c in configs])
     parser["patch_size"] = [96, 80]
     parser["semantic_tile"] = [192, 160]
     parser["instance_decoder"] = decoder
-    wrapper = parser.get_parsed_content("inferer")
+    outer = parser.get_parsed_content("inferer")
+    assert isinstance(outer, FlipAveragingInferer) and outer.augmentation == parser["test_time_augmentation"]
+    assert outer.keep_channels == [0, 1]  # the sparse labels and their scores are never averaged
+    wrapper = outer.inferer
     assert isinstance(wrapper, FastInferer) and wrapper.precision == parser["inference_precision"]
     assert isinstance(wrapper.inferer, SEUNetInferer)
     inferer = wrapper.inferer.inferer
