@@ -56,9 +56,9 @@ MODALITIES = ("fluorescence", "shifted")
 REPORTED = ["f1@0.5", "ap_dsb@0.5", "f1_mean", "ap@0.5"]
 
 
-def modality(image: np.ndarray) -> str:
-    """``"fluorescence"`` for a grey image whose nuclei are brighter than its background, else ``"shifted"``
-    (colour images, mostly H&E, and grey brightfield with dark nuclei).
+def image_kind(image: np.ndarray) -> str:
+    """``"fluorescence"`` (a grey image whose nuclei are brighter than its background), ``"brightfield"`` (grey, with
+    dark nuclei) or ``"colour"`` (channels that differ: mostly H&E).
 
     Args:
         image: (H, W) or (H, W, C) array as read by :func:`cellseg_monai.data.read_image`.
@@ -68,10 +68,16 @@ def modality(image: np.ndarray) -> str:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] >= 3:
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-            return "shifted"
+            return "colour"
         arr = arr[..., 0]
     grey = arr if arr.ndim == 2 else arr[..., 0]
-    return "shifted" if nuclei_are_dark(grey) else "fluorescence"
+    return "brightfield" if nuclei_are_dark(grey) else "fluorescence"
+
+
+def modality(image: np.ndarray) -> str:
+    """``"fluorescence"`` or ``"shifted"`` (the other two kinds of :func:`image_kind`: colour images, mostly H&E, and
+    grey brightfield with dark nuclei)."""
+    return "fluorescence" if image_kind(image) == "fluorescence" else "shifted"
 
 
 def split_by_modality(data: Path) -> dict[str, dict[str, list[str]]]:

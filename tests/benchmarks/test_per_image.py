@@ -1,0 +1,54 @@
+"""``benchmarks/per_image.py``: per-image scores against hand-made label images, the kinds' losses, the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.per_image import image_row, main, summarize  # noqa: E402
+from cellseg_monai.data import sample_data_dir  # noqa: E402
+
+
+def test_image_row_counts_matches_and_foreground():
+    truth = np.zeros((20, 20), np.int32)
+    truth[2:8, 2:8], truth[12:18, 12:18] = 1, 2  # two 36-px nuclei
+    pred = np.zeros_like(truth)
+    pred[2:8, 2:8] = 5  # the first found exactly
+    pred[10:20, 0:10] = 7  # a false positive that misses the second nucleus
+    row = image_row("x", "fluorescence", truth, pred)
+    # one match of two true and two predicted objects: precision = recall = F1 = 1/2
+    assert row["f1@0.5"] == pytest.approx(0.5) and row["precision@0.5"] == pytest.approx(0.5)
+    assert row["recall@0.5"] == pytest.approx(0.5)
+    assert (row["objects"], row["predicted"]) == (2, 2)
+    assert row["fg_true"] == pytest.approx(72 / 400) and row["fg_predicted"] == pytest.approx(136 / 400)
+    assert row["shape"] == [20, 20] and row["kind"] == "fluorescence"
+
+
+def test_the_kinds_losses_add_up_to_the_gap_of_the_mean():
+    rows = [
+        {"kind": "fluorescence", "f1@0.5": 0.9},
+        {"kind": "fluorescence", "f1@0.5": 0.8},
+        {"kind": "brightfield", "f1@0.5": 0.2},
+        {"kind": "colour", "f1@0.5": 0.7},
+    ]
+    s = summarize(rows)
+    assert s["all"] == {"images": 4, "f1@0.5": pytest.approx(0.65), "loss": pytest.approx(0.35)}
+    assert s["brightfield"] == {"images": 1, "f1@0.5": pytest.approx(0.2), "loss": pytest.approx(0.8 / 4)}
+    assert sum(s[k]["loss"] for k in ("fluorescence", "brightfield", "colour")) == pytest.approx(s["all"]["loss"])
+
+
+def test_main_scores_every_image_of_the_split_on_the_sample_data(tmp_path):
+    args = ["supervised_unet", "--data", str(sample_data_dir()), "--out", str(tmp_path), "--name", "sample"]
+    assert main([*args, "--set", "test_time_augmentation=none"]) == 0
+    record = json.loads((tmp_path / "sample-val.json").read_text())
+    assert len(record["images"]) == 3 and record["overrides"] == {"test_time_augmentation": "none"}
+    assert record["kinds"]["all"]["f1@0.5"] == pytest.approx(np.mean([r["f1@0.5"] for r in record["images"]]))
+    assert all(0.0 <= r["f1@0.5"] <= 1.0 and r["objects"] > 0 for r in record["images"])
+    assert "| kind | images | mean F1@0.5 |" in (tmp_path / "sample-val.md").read_text()
