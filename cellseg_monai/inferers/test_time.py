@@ -5,13 +5,14 @@ it transforms the input, runs the inner inferer, maps the output back to the inp
 post-processing then sees one output of the usual layout. ``augmentation`` chooses the transforms:
 
 - ``"none"``: the inner inferer alone, called as is (no copy, no overhead);
-- ``"flips"``: identity, left-right, up-down and both flips (4 passes, Cellpose's ``augment`` uses the same four);
+- ``"flips"``: identity, left-right, up-down and both flips (4 passes; Cellpose's ``augment`` also averages flipped
+  predictions);
 - ``"dihedral"``: the 8 symmetries of the square (the four flips, each also transposed: 8 passes).
 
 Averaging is only sound for outputs whose channels are scalar per-pixel maps (probabilities, logits, mixture
 parameters), which a mirrored image maps to the mirrored map. Channels that are not — instance labels, or a vector
 field whose components change sign or swap under a flip — are listed in ``keep_channels``: they are taken from the
-identity pass, unaveraged. A channel-first tensor output ``(B, C, *spatial)``, or a dict / tuple / list of them, is
+identity pass, unaveraged. A channel-first tensor output ``(B, C, H, W)``, or a dict / tuple / list of them, is
 accepted; any other output (e.g. a list of detections) is refused with an error rather than averaged wrongly.
 
 The network runs ``len(transforms)`` times, so inference costs that many times the network time (the
@@ -112,8 +113,8 @@ class FlipAveragingInferer(Inferer):
         size every leaf of the first tree must have once ``fn`` mapped it back."""
         first = trees[0]
         if isinstance(first, torch.Tensor):
-            y = fn(*trees)
-            if check is not None and (first.ndim != 4 or tuple(y.shape[-2:]) != check):
+            y = fn(*trees) if check is None or first.ndim == 4 else None
+            if check is not None and (y is None or tuple(y.shape[-2:]) != check):
                 raise ValueError(
                     f"test-time augmentation {self.augmentation!r} averages per-pixel maps (B, C, H, W) of the "
                     f"input's size {check}; the inferer returned shape {tuple(first.shape)}"

@@ -138,6 +138,8 @@ def test_outputs_that_cannot_be_averaged_are_refused():
         inferer(x, lambda t: "boxes")
     with pytest.raises(ValueError, match=r"per-pixel maps .* the inferer returned shape \(1, 4\)"):
         inferer(x, lambda t: torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"per-pixel maps .* the inferer returned shape \(4,\)"):
+        inferer(x, lambda t: torch.zeros(4))
     with pytest.raises(ValueError, match=r"needs a 2D batch \(B, C, H, W\), got shape \(1, 1, 4, 4, 4\)"):
         inferer(torch.rand(1, 1, 4, 4, 4), lambda t: t)
     with pytest.raises(ValueError, match="must be one of"):
