@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.finetune import image_kind  # noqa: E402
+from benchmarks.infer import parse_override  # noqa: E402
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import discover_bundles  # noqa: E402
 from benchmarks.tune_decoding import _parser, predict  # noqa: E402
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "bbbc038", help="dataset folder")
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--weights", type=Path, help="network weights (default: the bundle's models/model.pt)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config id override (JSON value)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config id override (run.py syntax)")
     p.add_argument("--name", help="name in the result file names (default: the bundle's)")
     p.add_argument("--worst", type=int, default=15, help="images listed in the markdown table")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
@@ -120,14 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     if not weights.is_file():
         p.error(f"{weights}: no weights to score")
     overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            p.error(f"--set {item!r} is not KEY=VALUE")
+    for item in args.set:  # run.py's override syntax: the value read as JSON, else a Python literal, else a string
         try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value  # a bare word: a string
+            _, key, value = parse_override(item)
+        except ValueError as e:
+            p.error(f"--set: {e}")
+        overrides[key] = value
     items = load_datalist(args.data, args.split)
     if not items:
         p.error(f"{args.data}: no labelled images in split {args.split!r}")

@@ -5,12 +5,13 @@ config, goes on."""
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ignite.engine import Engine, Events
 
 
-class _OnceInEpoch:
+class _OnceInEpoch(ABC):
     """On ``event`` in epoch ``epoch`` (1-based), write ``marker`` (``"<epoch> <iteration>"``) and :meth:`act`,
     unless ``marker`` already exists."""
 
@@ -28,8 +29,9 @@ class _OnceInEpoch:
             self.marker.write_text(f"{engine.state.epoch} {engine.state.iteration}")
             self.act(engine)
 
+    @abstractmethod
     def act(self, engine: Engine) -> None:
-        raise NotImplementedError
+        """What the handler does once (pause, stop)."""
 
 
 class PauseOnce(_OnceInEpoch):
