@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import discover_bundles, evaluate_bundle, train_bundle, write_val_labels  # noqa: E402
 from benchmarks.ship import network_state_dict  # noqa: E402
+from cellseg_monai.data import image_kind  # noqa: E402
 
 __all__ = ["MODALITIES", "main", "make_subset", "modality", "split_by_modality"]
 
@@ -54,24 +55,6 @@ BUDGETS: dict[str, float | None] = {"impartial": 0.1, "lacss": None}
 MODALITIES = ("fluorescence", "shifted")
 #: metrics reported (per-image means); the first is the issue's headline
 REPORTED = ["f1@0.5", "ap_dsb@0.5", "f1_mean", "ap@0.5"]
-
-
-def image_kind(image: np.ndarray) -> str:
-    """``"fluorescence"`` (a grey image whose nuclei are brighter than its background), ``"brightfield"`` (grey, with
-    dark nuclei) or ``"colour"`` (channels that differ: mostly H&E).
-
-    Args:
-        image: (H, W) or (H, W, C) array as read by :func:`cellseg_monai.data.read_image`.
-    """
-    from cellseg_monai.postprocessing import nuclei_are_dark
-
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] >= 3:
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-            return "colour"
-        arr = arr[..., 0]
-    grey = arr if arr.ndim == 2 else arr[..., 0]
-    return "brightfield" if nuclei_are_dark(grey) else "fluorescence"
 
 
 def modality(image: np.ndarray) -> str:

@@ -74,13 +74,25 @@ def _kind(value: Any) -> str:
     return "str"
 
 
+def _component_argument(parser: Any, key: str) -> bool:
+    """Whether ``key`` names an argument of a component the config builds (``PARENT#NAME``, PARENT a ``_target_``
+    dict) that the config does not set."""
+    parent, sep, name = key.rpartition("#")
+    if not sep or not name or parent not in parser:
+        return False
+    component = parser[parent]
+    return isinstance(component, dict) and "_target_" in component
+
+
 def select_overrides(overrides: Sequence[str], parser: Any, bundle: str) -> tuple[dict[str, Any], list[str]]:
     """The overrides that apply to ``bundle`` whose config is in ``parser`` (a ``monai.bundle.ConfigParser``).
 
     An override applies when it names no bundle or names ``bundle``, its KEY is an id of the config, and its value
     has the same kind (number, bool, list, dict, string) as the config's value there; ``"$..."`` expressions in
     the config accept any value. So ``network_def#features=8`` shrinks a network whose ``features`` is a number
-    and leaves one whose ``features`` is a list alone; ``BUNDLE:KEY=VALUE`` targets one bundle.
+    and leaves one whose ``features`` is a list alone; ``BUNDLE:KEY=VALUE`` targets one bundle. A KEY the config
+    leaves to its default is an argument of a component (``train#handlers#5#n_saved=20``: the parent is a dict
+    with a ``_target_``): it applies as given.
 
     Returns:
         ``({key: value} to apply, [notes on overrides skipped for a type mismatch]``).
@@ -89,7 +101,11 @@ def select_overrides(overrides: Sequence[str], parser: Any, bundle: str) -> tupl
     notes: list[tuple[str, str]] = []
     for text in overrides:
         target, key, value = parse_override(text)
-        if target not in (None, bundle) or key not in parser:
+        if target not in (None, bundle):
+            continue
+        if key not in parser:
+            if _component_argument(parser, key):
+                chosen[key] = value
             continue
         current = parser[key]
         if isinstance(current, str) and current.startswith(("$", "@")) or _kind(current) == _kind(value):

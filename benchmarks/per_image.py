@@ -9,7 +9,7 @@ A mean F1@0.5 over images hides which images pull it down. This command runs the
 are measured on; nothing is chosen here) and scores each against its labels. Per image it records F1@0.5,
 precision and recall at IoU 0.5, the number of objects and the fraction of pixels labelled foreground, predicted and
 true (a method that takes whole cells for nuclei predicts ten times the true foreground). Images are grouped by kind
-(:func:`benchmarks.finetune.image_kind`: fluorescence, grey brightfield with dark nuclei, colour); each kind's *loss*
+(:func:`cellseg_monai.data.image_kind`: fluorescence, grey brightfield with dark nuclei, colour); each kind's *loss*
 is its share of the gap to a perfect mean, ``sum(1 - F1) / n_images``, so the kinds' losses add up to ``1 - mean``.
 Writes ``benchmarks/results/per-image/<bundle>-<split>.md`` and ``.json`` (``--name`` replaces the bundle name in the
 file names, for a run with other weights or settings).
@@ -30,11 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.finetune import image_kind  # noqa: E402
 from benchmarks.infer import parse_override  # noqa: E402
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import discover_bundles  # noqa: E402
 from benchmarks.tune_decoding import _parser, predict  # noqa: E402
+from cellseg_monai.data import image_kind  # noqa: E402
 
 __all__ = ["image_row", "summarize", "main"]
 
@@ -65,7 +65,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for kind in ["all", *sorted({r["kind"] for r in rows})]:
         f1s = [r["f1@0.5"] for r in rows if kind == "all" or r["kind"] == kind]
-        out[kind] = {"images": len(f1s), "f1@0.5": float(np.mean(f1s)), "loss": float(np.sum(1 - np.array(f1s)) / total)}
+        out[kind] = {
+            "images": len(f1s),
+            "f1@0.5": float(np.mean(f1s)),
+            "loss": float(np.sum(1 - np.array(f1s)) / total),
+        }
     return out
 
 

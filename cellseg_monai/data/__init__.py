@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cellseg_monai.data.balance import IMAGE_KINDS, KindBalancedSampler, image_kind, kind_weights
 from cellseg_monai.data.io import (
     IMAGE_SUFFIXES,
     DataError,
@@ -15,13 +16,17 @@ from cellseg_monai.data.layouts import SPLITS, detect_layout, list_images, load_
 from cellseg_monai.data.sample import SAMPLE_DIR, best_crop, make_sample_data, sample_data_dir
 
 __all__ = [
+    "IMAGE_KINDS",
     "IMAGE_SUFFIXES",
+    "KindBalancedSampler",
     "SAMPLE_DIR",
     "SPLITS",
     "DataError",
     "best_crop",
     "detect_layout",
+    "image_kind",
     "is_image_file",
+    "kind_weights",
     "list_images",
     "load_datalist",
     "make_sample_data",

@@ -92,7 +92,7 @@ class FlipAveragingInferer(Inferer):
         kept: Any = None
         for dims, transposed in self.transforms:
             out = self.inferer(_forward(inputs, dims, transposed), network, *args, **kwargs)
-            back = self._zip(lambda y: _backward(y, dims, transposed).float(), out, check=spatial)
+            back = self._zip(lambda y, d=dims, t=transposed: _backward(y, d, t).float(), out, check=spatial)
             if total is None:
                 total = back
                 if self.keep_channels:
@@ -123,7 +123,7 @@ class FlipAveragingInferer(Inferer):
         if isinstance(first, Mapping):
             return {k: self._zip(fn, *(t[k] for t in trees), check=check) for k in first}
         if isinstance(first, (tuple, list)):
-            return type(first)(self._zip(fn, *items, check=check) for items in zip(*trees))
+            return type(first)(self._zip(fn, *items, check=check) for items in zip(*trees, strict=True))
         raise ValueError(
             f"test-time augmentation {self.augmentation!r} averages tensor outputs; the inferer returned "
             f"{type(first).__name__}"

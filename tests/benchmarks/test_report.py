@@ -60,6 +60,10 @@ def _parser(config: dict) -> ConfigParser:
         ({"net": {"features": 64}}, ["missing=1"], "a", {}, 0),  # id not in the config
         ({"lr": 0.001}, ["lr=1"], "a", {"lr": 1}, 0),  # int and float are both numbers
         ({"n": "$len([1, 2])"}, ["n=[1]"], "a", {"n": [1]}, 0),  # expressions accept any value
+        # an argument the config leaves to the component's default
+        ({"h": [{"_target_": "Saver", "dir": "x"}]}, ["h#0#n_saved=20"], "a", {"h#0#n_saved": 20}, 0),
+        ({"h": [{"dir": "x"}]}, ["h#0#n_saved=20"], "a", {}, 0),  # no component there: not an argument
+        ({"net": {"features": 64}}, ["net#features#x=1"], "a", {}, 0),  # the parent is a number
     ],
 )
 def test_select_overrides(config, overrides, bundle, chosen, n_notes):
