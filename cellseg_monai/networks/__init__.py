@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .canonical_shape import BACKBONES, CanonicalShapeNet, DilatedResNet, render_instances
+from .ensemble import AverageEnsemble, ensemble_state_dict
 from .impartial_unet import (
     ImPartialUNet,
     check_classes,
@@ -33,6 +34,8 @@ from .seunet import SEConvBlock, SEUNet, pad_to_multiple
 from .sparse_seunet import InstanceActivationBranch, SparseSEUNet, aggregate_instance_features, coordinate_channels
 
 __all__ = [
+    "AverageEnsemble",
+    "ensemble_state_dict",
     "Lacss",
     "LacssAuxNet",
     "LacssBackbone",
