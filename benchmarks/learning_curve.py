@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.run / "curve" / f"epoch={epoch}"
         work.mkdir(parents=True, exist_ok=True)
         scores = evaluate_bundle(bundle, args.data, work, str(path.resolve()), gt_dir, args.set, reuse=True)
+        if scores["missing"]:
+            raise SystemExit(f"error: epoch {epoch}: no prediction for {len(scores['missing'])} val images ({work})")
         mean = scores["per_image_mean"]
         row = {"epoch": epoch, "minutes": checkpoint_minutes(path, from_log, epoch)}
         row.update({m: mean.get(m) for m in METRICS})
