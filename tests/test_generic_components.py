@@ -47,6 +47,11 @@ def _point_map(b=2, h=32, w=48):
 # name -> (constructor kwargs, input shape, output spatial shape (None: not an image), optional run(net, x))
 NETWORK_CASES = {
     "ImPartialUNet": ({"in_channels": 3, "classes": (2, 2), "features": 8, "depth": 2}, (2, 3, 32, 48), (32, 48)),
+    "AverageEnsemble": (
+        {"network": networks.ImPartialUNet(in_channels=3, classes=(2, 2), features=8, depth=2), "size": 2},
+        (2, 3, 32, 48),
+        (32, 48),
+    ),
     "CanonicalShapeNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (32, 48)),
     "DilatedResNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (2, 3)),  # encoder: stride 16
     "SEUNet": ({"in_channels": 3, "features": (4, 8, 16)}, (2, 3, 32, 48), (32, 48)),
