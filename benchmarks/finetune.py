@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.measure import machine_info  # noqa: E402
-from benchmarks.run import discover_bundles, evaluate_bundle, train_bundle, write_val_labels  # noqa: E402
+from benchmarks.run import evaluate_bundle, one_bundle, train_bundle, write_val_labels  # noqa: E402
 from benchmarks.ship import network_state_dict  # noqa: E402
 from cellseg_monai.data import image_kind  # noqa: E402
 
@@ -184,11 +184,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    bundles, missing = discover_bundles([args.bundle])
-    if missing:
-        print(f"error: no bundle {args.bundle!r} under {REPO / 'bundles'}", file=sys.stderr)
-        return 2
-    bundle = bundles[0]
+    bundle = one_bundle(args.bundle)
     budget = args.budget if args.budget is not None else BUDGETS.get(bundle.name)
     ids = split_by_modality(args.data)
     sets = {m: make_subset(args.data, args.work / "data" / m, ids[m]) for m in MODALITIES}

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.measure import machine_info  # noqa: E402
-from benchmarks.run import discover_bundles, evaluate_bundle, write_val_labels  # noqa: E402
+from benchmarks.run import evaluate_bundle, one_bundle, write_val_labels  # noqa: E402
 
 __all__ = ["checkpoints", "log_minutes", "checkpoint_minutes", "markdown", "main"]
 
@@ -139,11 +139,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    bundles, missing = discover_bundles([args.bundle])
-    if missing:
-        print(f"error: no bundle {args.bundle!r} under {REPO / 'bundles'}", file=sys.stderr)
-        return 2
-    bundle = bundles[0]
+    bundle = one_bundle(args.bundle)
     found = checkpoints(args.run / "train")
     if not found:
         print(f"error: no checkpoint_epoch=N.pt under {args.run / 'train'}", file=sys.stderr)

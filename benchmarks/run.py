@@ -53,6 +53,7 @@ from cellseg_monai.bundle.paths import bundles_dir  # noqa: E402
 from cellseg_monai.inferers import autocast_dtype  # noqa: E402
 
 __all__ = [
+    "one_bundle",
     "DEFAULT_BUDGETS",
     "TINY_OVERRIDES",
     "Bundle",
@@ -109,6 +110,16 @@ def discover_bundles(selected: list[str] | None = None, root: Path = BUNDLES_DIR
     if selected is None:
         return list(found.values()), []
     return [found[n] for n in selected if n in found], [n for n in selected if n not in found]
+
+
+def one_bundle(name: str) -> Bundle:
+    """The bundle ``name`` (:func:`discover_bundles`); a missing one ends the command with exit code 2 and a line
+    naming it."""
+    bundles, missing = discover_bundles([name])
+    if missing:
+        print(f"error: no bundle {name!r} under {BUNDLES_DIR}", file=sys.stderr)
+        raise SystemExit(2)
+    return bundles[0]
 
 
 def applicable_overrides(overrides: list[str], bundle: str, config_files: list[Path]) -> list[str]:

@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.measure import machine_info  # noqa: E402
-from benchmarks.run import discover_bundles, evaluate_bundle, train_bundle, write_val_labels  # noqa: E402
+from benchmarks.run import evaluate_bundle, one_bundle, train_bundle, write_val_labels  # noqa: E402
 
 __all__ = ["SHIPPED_METRICS", "network_state_dict", "md5", "install", "docs_section", "update_docs", "main"]
 
@@ -209,11 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    bundles, missing = discover_bundles([args.bundle])
-    if missing:
-        print(f"error: no bundle {args.bundle!r} under {REPO / 'bundles'}", file=sys.stderr)
-        return 2
-    bundle = bundles[0]
+    bundle = one_bundle(args.bundle)
     args.work.mkdir(parents=True, exist_ok=True)
     gt_dir = args.work / "gt_val"
     val_ids = write_val_labels(args.data, gt_dir)

@@ -11,14 +11,7 @@ import tifffile
 import torch
 
 from cellseg_monai.data import DataError, KindBalancedSampler, image_kind, kind_weights
-
-
-def _nuclei(bright: bool) -> np.ndarray:
-    yy, xx = np.mgrid[:64, :64]
-    img = np.full((64, 64), 20, np.uint8)
-    for cy, cx in ((16, 16), (40, 44), (50, 14)):
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = 200
-    return img if bright else 255 - img
+from tests.benchmarks.test_finetune import _nuclei
 
 
 def test_image_kind_by_hand() -> None:
