@@ -5,6 +5,13 @@
     python benchmarks/ship.py impartial --minutes 1 --no-install --set network_def#features=32   # try a change
     python benchmarks/ship.py impartial --weights bundles/impartial/models/model.pt --no-install \
         --set test_time_augmentation=flips                                       # score given weights, no training
+    python benchmarks/ship.py impartial --weights A.pt B.pt --ensemble mixture --no-install   # two trainings as one
+
+Several ``--weights`` files are scored as one ensemble of trainings of the bundle's network
+(:class:`cellseg_monai.networks.AverageEnsemble`, or with ``--ensemble mixture``
+:class:`~cellseg_monai.networks.MixtureAverageEnsemble`, which averages ImPartial's class probabilities): the command
+writes their :func:`~cellseg_monai.networks.ensemble_state_dict` and overrides the config's ``network`` with the
+ensemble.
 
 ``--set KEY=VALUE`` (repeatable, ``benchmarks/run.py`` override syntax) trains and scores a variant without touching
 the bundle; it needs ``--no-install``, since shipped weights are always the bundle's defaults. To ship a variant
@@ -51,6 +58,11 @@ RESULTS = REPO / "benchmarks" / "results" / "shipped"
 #: per-image-mean ``val`` metrics written to ``metadata.json`` ``eval_metrics`` (those a method can compute)
 SHIPPED_METRICS = ["f1@0.5", "f1_mean", "ap_dsb@0.5", "ap_dsb", "aji", "pq", "coco_ap", "coco_ap50", "map", "ap@0.5"]
 LOG_LINES = 200
+#: ``--ensemble`` kinds: the network expression each makes of ``network_def`` (``classes``: ImPartial's config id)
+ENSEMBLES = {
+    "average": "AverageEnsemble(@network_def, {size})",
+    "mixture": "MixtureAverageEnsemble(@network_def, {size}, @classes)",
+}
 
 
 def network_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
@@ -62,6 +74,19 @@ def network_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{checkpoint}: not a network state_dict nor a training checkpoint with a 'model' entry")
     return {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+
+
+def ensemble_weights(files: list[Path]) -> dict[str, torch.Tensor]:
+    """The network weights of one file, or of several as one :func:`~cellseg_monai.networks.ensemble_state_dict`."""
+    from cellseg_monai.networks import ensemble_state_dict
+
+    states = [network_state_dict(f) for f in files]
+    return states[0] if len(states) == 1 else ensemble_state_dict(states)
+
+
+def ensemble_override(kind: str, size: int) -> str:
+    """The ``--set`` override that makes the config's ``network`` an ensemble of ``size`` copies of ``network_def``."""
+    return f"network=$cellseg_monai.networks.{ENSEMBLES[kind].format(size=size)}.to(@device)"
 
 
 def md5(path: str | Path) -> str:
@@ -190,14 +215,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="reuse a finished training in --work (evaluate again)")
     p.add_argument("--no-install", action="store_true", help="score only; leave the bundle untouched")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (--no-install)")
-    p.add_argument("--weights", type=Path, help="score these weights (e.g. the shipped ones) instead of training")
+    p.add_argument(
+        "--weights", type=Path, nargs="+", help="score these weights (e.g. the shipped ones) instead of training"
+    )
+    p.add_argument(
+        "--ensemble",
+        choices=sorted(ENSEMBLES),
+        default="average",
+        help="how several --weights are combined (average: raw outputs; mixture: ImPartial class probabilities)",
+    )
     args = p.parse_args(argv)
     if args.set and not args.no_install:
         p.error("--set needs --no-install: shipped weights are trained with the bundle's defaults")
     if args.weights is not None and not args.no_install:
         p.error("--weights needs --no-install: it scores weights that this command did not train")
-    if args.weights is not None and not args.weights.is_file():
-        p.error(f"{args.weights}: no such weights file")
+    for weights in args.weights or []:
+        if not weights.is_file():
+            p.error(f"{weights}: no such weights file")
     if not args.data.is_dir():
         p.error(f"{args.data}: no such dataset folder")
     if args.minutes <= 0:
@@ -213,14 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     gt_dir = args.work / "gt_val"
     val_ids = write_val_labels(args.data, gt_dir)
+    weights = args.work / "model.pt"
     if args.weights is not None:  # no training: the given weights, as a plain state_dict
-        train = {"seconds": 0.0, "iterations": 0, "epochs": 0, "peak_rss_mb": 0.0, "checkpoint": str(args.weights)}
+        train = {"seconds": 0.0, "iterations": 0, "epochs": 0, "peak_rss_mb": 0.0}
+        if len(args.weights) > 1:
+            args.set = [*args.set, ensemble_override(args.ensemble, len(args.weights))]
+        torch.save(ensemble_weights(args.weights), str(weights))
     else:
         train = train_bundle(
             bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse
         )
-    weights = args.work / "model.pt"
-    torch.save(network_state_dict(train["checkpoint"]), str(weights))
+        torch.save(network_state_dict(train["checkpoint"]), str(weights))
     # given weights land in the same work/model.pt whatever they are: never reuse predictions made from that path
     reuse_eval = args.reuse and args.weights is None
     scores = evaluate_bundle(bundle, args.data, args.work, str(weights), gt_dir, args.set, reuse_eval)

@@ -52,6 +52,15 @@ NETWORK_CASES = {
         (2, 3, 32, 48),
         (32, 48),
     ),
+    "MixtureAverageEnsemble": (
+        {
+            "network": networks.ImPartialUNet(in_channels=3, classes=(2, 2), features=8, depth=2),
+            "size": 2,
+            "classes": (2, 2),
+        },
+        (2, 3, 32, 48),
+        (32, 48),
+    ),
     "CanonicalShapeNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (32, 48)),
     "DilatedResNet": ({"in_channels": 3, "features": 4}, (2, 3, 32, 48), (2, 3)),  # encoder: stride 16
     "SEUNet": ({"in_channels": 3, "features": (4, 8, 16)}, (2, 3, 32, 48), (32, 48)),

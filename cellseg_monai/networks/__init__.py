@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .canonical_shape import BACKBONES, CanonicalShapeNet, DilatedResNet, render_instances
-from .ensemble import AverageEnsemble, ensemble_state_dict
+from .ensemble import AverageEnsemble, MixtureAverageEnsemble, ensemble_state_dict
 from .impartial_unet import (
     ImPartialUNet,
     check_classes,
@@ -35,6 +35,7 @@ from .sparse_seunet import InstanceActivationBranch, SparseSEUNet, aggregate_ins
 
 __all__ = [
     "AverageEnsemble",
+    "MixtureAverageEnsemble",
     "ensemble_state_dict",
     "Lacss",
     "LacssAuxNet",

@@ -13,9 +13,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["AverageEnsemble", "ensemble_state_dict"]
+from .impartial_unet import _class_log_probabilities, check_classes
+
+__all__ = ["AverageEnsemble", "MixtureAverageEnsemble", "ensemble_state_dict"]
 
 
 class AverageEnsemble(nn.Module):
@@ -36,16 +39,53 @@ class AverageEnsemble(nn.Module):
         self.members = nn.ModuleList([network] + [copy.deepcopy(network) for _ in range(int(size) - 1)])
 
     def forward(self, x: Tensor) -> Tensor:
-        total = None
+        outputs = []
         for member in self.members:
             out = member(x)
             if not isinstance(out, Tensor):
                 raise ValueError(
-                    f"AverageEnsemble averages tensor outputs; {type(member).__name__} returned {type(out).__name__}"
+                    f"{type(self).__name__} averages tensor outputs; {type(member).__name__} returned {type(out).__name__}"
                 )
-            total = out.float() if total is None else total + out.float()
-        mean = total / len(self.members)
-        return mean.to(out.dtype)
+            outputs.append(out)
+        return self.combine(outputs).to(outputs[0].dtype)
+
+    def combine(self, outputs: list[Tensor]) -> Tensor:
+        """The ensemble's output from its members' outputs: here their mean, in float32."""
+        total = outputs[0].float()
+        for out in outputs[1:]:
+            total = total + out.float()
+        return total / len(outputs)
+
+
+class MixtureAverageEnsemble(AverageEnsemble):
+    """An ensemble of :class:`~cellseg_monai.networks.ImPartialUNet` trainings that averages class probabilities.
+
+    Each training orders the mixture components of a class its own way, so the mean of raw logits would mix
+    unrelated components. This ensemble averages the decoded class probabilities P(k | x) instead and returns them in
+    the raw layout: each of the m_k components of class k gets the logit log(P̄_k / m_k), so
+    :func:`~cellseg_monai.networks.class_probabilities` of the output is the members' mean. The component means are
+    member 0's (they feed the training-time reconstruction loss only, which an ensemble is not trained with).
+
+    Args:
+        network: the member network (an ImPartial U-Net or any network with its raw layout).
+        size: number of members.
+        classes: components per class, background first (the network's ``classes``).
+    """
+
+    def __init__(self, network: nn.Module, size: int = 2, classes: Sequence[int] = (2, 2)) -> None:
+        super().__init__(network, size)
+        self.classes = list(check_classes(classes))
+
+    def combine(self, outputs: list[Tensor]) -> Tensor:
+        m = sum(self.classes)
+        prob = _class_log_probabilities(outputs[0].float(), self.classes).exp()
+        for out in outputs[1:]:
+            prob = prob + _class_log_probabilities(out.float(), self.classes).exp()
+        log_mean = torch.log((prob / len(outputs)).clamp_min(1e-12))
+        counts = torch.tensor(self.classes, dtype=log_mean.dtype, device=log_mean.device)
+        per_component = log_mean - torch.log(counts).view(-1, 1, 1)
+        logits = torch.repeat_interleave(per_component, torch.tensor(self.classes, device=log_mean.device), dim=-3)
+        return torch.cat([logits, outputs[0].float()[..., m:, :, :]], dim=-3)
 
 
 def ensemble_state_dict(members: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:

@@ -14,6 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+import benchmarks.ship as ship  # noqa: E402
 from benchmarks.ship import DOCS_END, DOCS_START, install, network_state_dict, training_machine  # noqa: E402
 
 RECORD = {
@@ -116,3 +117,46 @@ def test_weights_are_scored_without_training_and_never_installed(tmp_path, monke
     with pytest.raises(SystemExit):
         ship.main(argv[:-1])  # installing weights this command did not train is refused
     assert "--weights needs --no-install" in capsys.readouterr().err
+
+
+def test_several_weights_are_scored_as_one_ensemble(tmp_path, monkeypatch):
+    from cellseg_monai.data import sample_data_dir
+
+    nets = [torch.nn.Conv2d(1, 1, 1) for _ in range(2)]
+    files = []
+    for i, net in enumerate(nets):
+        files.append(tmp_path / f"w{i}.pt")
+        torch.save(net.state_dict(), files[-1])
+    seen = {}
+
+    def fake_evaluate(bundle, data, work, ckpt, gt_dir, overrides, reuse):
+        seen.update(overrides=overrides)
+        return {"missing": [], "per_image_mean": {}}
+
+    monkeypatch.setattr(ship, "evaluate_bundle", fake_evaluate)
+    monkeypatch.setattr(ship, "write_val_labels", lambda data, gt_dir: ["a"])
+    work = tmp_path / "work"
+    argv = ["impartial", "--data", str(sample_data_dir()), "--weights", *map(str, files), "--ensemble", "mixture"]
+    assert ship.main([*argv, "--no-install", "--work", str(work)]) == 0
+    saved = torch.load(work / "model.pt")
+    assert sorted(saved) == ["members.0.bias", "members.0.weight", "members.1.bias", "members.1.weight"]
+    assert torch.equal(saved["members.1.weight"], nets[1].weight)
+    assert seen["overrides"] == [ship.ensemble_override("mixture", 2)]
+
+
+@pytest.mark.parametrize("kind", ["average", "mixture"])
+def test_the_ensemble_override_builds_that_ensemble_from_the_impartial_config(kind):
+    from monai.bundle import ConfigParser
+
+    from cellseg_monai.networks import AverageEnsemble, MixtureAverageEnsemble
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "impartial" / "configs" / "train.json"))
+    key, value = ship.ensemble_override(kind, 3).split("=", 1)
+    parser[key] = value
+    parser["device"] = "$torch.device('cpu')"
+    network = parser.get_parsed_content("network")
+    assert type(network) is {"average": AverageEnsemble, "mixture": MixtureAverageEnsemble}[kind]
+    assert len(network.members) == 3
+    if kind == "mixture":
+        assert network.classes == list(parser.get_parsed_content("classes"))
