@@ -13,6 +13,13 @@ true (a method that takes whole cells for nuclei predicts ten times the true for
 is its share of the gap to a perfect mean, ``sum(1 - F1) / n_images``, so the kinds' losses add up to ``1 - mean``.
 Writes ``benchmarks/results/per-image/<bundle>-<split>.md`` and ``.json`` (``--name`` replaces the bundle name in the
 file names, for a run with other weights or settings).
+
+``--scribbles`` (a bundle trained on simulated scribbles, e.g. ImPartial, scored on the ``train`` split) also asks
+how well the network fits the labels it was trained with: the scribbles are simulated exactly as its ``train.json``
+does (``annotation_budget``, ``scribble_fov``, ``seed``, the image id) and each image records the fraction of its
+background-scribble pixels that the prediction puts inside an object, and of its foreground-scribble pixels that it
+leaves out. A network that misses its own training labels underfits them; one that fits them and still fails on
+``val`` does not generalise.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from benchmarks.run import discover_bundles  # noqa: E402
 from benchmarks.tune_decoding import _parser, predict  # noqa: E402
 from cellseg_monai.data import image_kind  # noqa: E402
 
-__all__ = ["image_row", "summarize", "main"]
+__all__ = ["image_row", "scribble_fit", "scribble_settings", "summarize", "main"]
 
 RESULTS = REPO / "benchmarks" / "results" / "per-image"
 SCORES = ["f1@0.5", "precision@0.5", "recall@0.5"]
@@ -59,6 +66,31 @@ def image_row(image_id: str, kind: str, truth: np.ndarray, labels: np.ndarray) -
     }
 
 
+def scribble_fit(scribbles: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """How a prediction treats the scribbles: the fraction of background-scribble pixels inside a predicted object
+    and of foreground-scribble pixels outside every object (NaN where the image has no such scribble)."""
+    from cellseg_monai.annotations.scribbles import BACKGROUND
+
+    inside = labels > 0
+    back, fore = scribbles == BACKGROUND, scribbles > BACKGROUND
+    return {
+        "bg_scribble_in_object": float(inside[back].mean()) if back.any() else float("nan"),
+        "fg_scribble_missed": float((~inside[fore]).mean()) if fore.any() else float("nan"),
+    }
+
+
+def scribble_settings(train_config: dict[str, Any]) -> dict[str, Any]:
+    """``simulate_scribbles`` keyword arguments of a bundle's ``train.json`` (its budget, field of view and seed)."""
+    missing = [k for k in ("annotation_budget", "scribble_fov") if k not in train_config]
+    if missing:
+        raise ValueError(f"the bundle's train.json has no {missing}: it is not trained on simulated scribbles")
+    return {
+        "budget": train_config["annotation_budget"],
+        "fov": train_config["scribble_fov"],
+        "seed": train_config.get("seed", 0),
+    }
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per kind of image (and ``"all"``): images, mean F1@0.5 and loss = sum(1 - F1) / all images."""
     total = len(rows)
@@ -70,6 +102,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "f1@0.5": float(np.mean(f1s)),
             "loss": float(np.sum(1 - np.array(f1s)) / total),
         }
+        for key in ("bg_scribble_in_object", "fg_scribble_missed"):
+            values = [r[key] for r in rows if key in r and (kind == "all" or r["kind"] == kind)]
+            if values:
+                out[kind][key] = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
     return out
 
 
@@ -80,11 +116,21 @@ def _markdown(record: dict[str, Any], worst: int) -> str:
         f"Command: `{record['command']}`  ",
         f"Machine: {record['machine_name']}; weights {record['weights']}",
         "",
-        "| kind | images | mean F1@0.5 | loss (share of 1 − mean) |",
-        "|---|---|---|---|",
     ]
+    fit = "bg_scribble_in_object" in record["kinds"]["all"]
+    if fit:
+        lines += [
+            "| kind | images | mean F1@0.5 | loss (share of 1 − mean) | background scribble inside an object | "
+            "foreground scribble missed |",
+            "|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += ["| kind | images | mean F1@0.5 | loss (share of 1 − mean) |", "|---|---|---|---|"]
     for kind, s in record["kinds"].items():
-        lines.append(f"| {kind} | {s['images']} | {s['f1@0.5']:.3f} | {s['loss']:.3f} |")
+        row = f"| {kind} | {s['images']} | {s['f1@0.5']:.3f} | {s['loss']:.3f} |"
+        if fit:
+            row += f" {s['bg_scribble_in_object']:.3f} | {s['fg_scribble_missed']:.3f} |"
+        lines.append(row)
     lines += [
         "",
         f"The {worst} images with the lowest F1@0.5:",
@@ -112,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="name in the result file names (default: the bundle's)")
     p.add_argument("--worst", type=int, default=15, help="images listed in the markdown table")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    p.add_argument("--scribbles", action="store_true", help="also score the fit of the training scribbles")
+    p.add_argument("--every", type=int, default=1, help="score every N-th image of the split")
+    p.add_argument("--kinds", nargs="+", help="score only these kinds of image (e.g. brightfield colour)")
     args = p.parse_args(argv)
     from monai.transforms import Compose
 
@@ -131,15 +180,31 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             p.error(f"--set: {e}")
         overrides[key] = value
-    items = load_datalist(args.data, args.split)
+    items = load_datalist(args.data, args.split)[:: max(1, args.every)]
     if not items:
         p.error(f"{args.data}: no labelled images in split {args.split!r}")
     post = Compose(_parser(bundle.path, args.data, overrides).get_parsed_content("postprocessing_transforms"))
+    scribbles = None
+    if args.scribbles:
+        train_config = {**json.loads(bundle.config("train.json").read_text()), **overrides}
+        try:
+            scribbles = scribble_settings(train_config)
+        except ValueError as e:
+            p.error(f"--scribbles: {e}")
     rows = []
     for item in items:  # one image at a time: the raw outputs of large images are not all held at once
+        kind = image_kind(read_image(item["image"]))
+        if args.kinds and kind not in args.kinds:
+            continue
         outputs, truths = predict(bundle.path, args.data, [item], weights, overrides)
         labels = np.asarray(post(dict(outputs[0]))["pred"]).reshape(truths[0].shape)
-        rows.append(image_row(item["id"], image_kind(read_image(item["image"])), truths[0], labels))
+        rows.append(image_row(item["id"], kind, truths[0], labels))
+        if scribbles is not None:
+            from cellseg_monai.annotations.scribbles import simulate_scribbles
+
+            rows[-1].update(scribble_fit(simulate_scribbles(truths[0], item["id"], **scribbles), labels))
+    if not rows:
+        p.error(f"no image of the kinds {args.kinds} in split {args.split!r}")
     name = args.name or bundle.name
     record = {
         "name": name,
