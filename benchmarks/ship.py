@@ -221,8 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ensemble",
         choices=sorted(ENSEMBLES),
-        default="average",
-        help="how several --weights are combined (average: raw outputs; mixture: ImPartial class probabilities)",
+        help="how several --weights are combined (average, the default: raw outputs; mixture: ImPartial class "
+        "probabilities)",
     )
     args = p.parse_args(argv)
     if args.set and not args.no_install:
@@ -232,6 +232,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for weights in args.weights or []:
         if not weights.is_file():
             p.error(f"{weights}: no such weights file")
+    if args.ensemble is not None and len(args.weights or []) < 2:
+        p.error("--ensemble combines several --weights files; give two or more")
+    args.ensemble = args.ensemble or "average"
     if not args.data.is_dir():
         p.error(f"{args.data}: no such dataset folder")
     if args.minutes <= 0:

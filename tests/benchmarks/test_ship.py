@@ -142,6 +142,8 @@ def test_several_weights_are_scored_as_one_ensemble(tmp_path, monkeypatch):
     assert sorted(saved) == ["members.0.bias", "members.0.weight", "members.1.bias", "members.1.weight"]
     assert torch.equal(saved["members.1.weight"], nets[1].weight)
     assert seen["overrides"] == [ship.ensemble_override("mixture", 2)]
+    with pytest.raises(SystemExit):  # one file is no ensemble
+        ship.main(["impartial", "--weights", str(files[0]), "--ensemble", "mixture", "--no-install"])
 
 
 @pytest.mark.parametrize("kind", ["average", "mixture"])
