@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             scribbles = scribble_settings(train_config)
         except ValueError as e:
             p.error(f"--scribbles: {e}")
+        from cellseg_monai.annotations.scribbles import simulate_scribbles
     rows = []
     for item in items:  # one image at a time: the raw outputs of large images are not all held at once
         kind = image_kind(read_image(item["image"]))
@@ -200,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         labels = np.asarray(post(dict(outputs[0]))["pred"]).reshape(truths[0].shape)
         rows.append(image_row(item["id"], kind, truths[0], labels))
         if scribbles is not None:
-            from cellseg_monai.annotations.scribbles import simulate_scribbles
-
             rows[-1].update(scribble_fit(simulate_scribbles(truths[0], item["id"], **scribbles), labels))
     if not rows:
         p.error(f"no image of the kinds {args.kinds} in split {args.split!r}")

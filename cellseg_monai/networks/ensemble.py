@@ -5,7 +5,8 @@ inference time for accuracy (Cellpose 1 shipped four networks per model and aver
 holds ``size`` copies of a network and returns the mean of their outputs, the same average of raw outputs that
 :class:`~cellseg_monai.inferers.FlipAveragingInferer` takes over mirrored inputs, so every decoder reads it as the
 output of one network. Its weights are one ``state_dict`` whose keys are the members' keys under ``members.<i>.``
-(:func:`ensemble_state_dict` builds it from the members' own weights files).
+(:func:`ensemble_state_dict` builds it from the members' own weights files). :class:`MixtureAverageEnsemble` averages
+ImPartial's decoded class probabilities instead, since raw mixture logits of different trainings do not correspond.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .impartial_unet import _class_log_probabilities, check_classes
+from .impartial_unet import check_classes, class_probabilities
 
 __all__ = ["AverageEnsemble", "MixtureAverageEnsemble", "ensemble_state_dict"]
 
@@ -77,15 +78,11 @@ class MixtureAverageEnsemble(AverageEnsemble):
         self.classes = list(check_classes(classes))
 
     def combine(self, outputs: list[Tensor]) -> Tensor:
-        m = sum(self.classes)
-        prob = _class_log_probabilities(outputs[0].float(), self.classes).exp()
-        for out in outputs[1:]:
-            prob = prob + _class_log_probabilities(out.float(), self.classes).exp()
-        log_mean = torch.log((prob / len(outputs)).clamp_min(1e-12))
-        counts = torch.tensor(self.classes, dtype=log_mean.dtype, device=log_mean.device)
-        per_component = log_mean - torch.log(counts).view(-1, 1, 1)
-        logits = torch.repeat_interleave(per_component, torch.tensor(self.classes, device=log_mean.device), dim=-3)
-        return torch.cat([logits, outputs[0].float()[..., m:, :, :]], dim=-3)
+        mean = super().combine([class_probabilities(out.float(), self.classes) for out in outputs])
+        counts = torch.tensor(self.classes, device=mean.device)
+        per_component = torch.log(mean.clamp_min(1e-12)) - counts.log().view(-1, 1, 1)
+        logits = torch.repeat_interleave(per_component, counts, dim=-3)
+        return torch.cat([logits, outputs[0].float()[..., int(counts.sum()) :, :, :]], dim=-3)
 
 
 def ensemble_state_dict(members: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
