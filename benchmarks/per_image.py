@@ -50,10 +50,19 @@ SCORES = ["f1@0.5", "precision@0.5", "recall@0.5"]
 
 
 def image_row(image_id: str, kind: str, truth: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """One image's record: its scores at IoU 0.5, object counts and foreground fractions, true and predicted."""
-    from cellseg_monai.metrics.instance import instance_scores
+    """One image's record: its scores at IoU 0.5, object counts and foreground fractions, true and predicted, and how
+    many of the true objects that touch the image border (``border_*``) and of the others (``inner_*``) a predicted
+    object matches at IoU >= 0.5 (``*_found`` of ``*_objects``)."""
+    from cellseg_monai.metrics.instance import instance_scores, recall
 
     scores = instance_scores(truth, labels, names=SCORES)
+    on_border = np.unique(np.concatenate([truth[0], truth[-1], truth[:, 0], truth[:, -1]]))
+    on_border = on_border[on_border > 0]
+    found = {}
+    for part, ids in (("border", on_border), ("inner", np.setdiff1d(np.unique(truth[truth > 0]), on_border))):
+        subset = np.where(np.isin(truth, ids), truth, 0)
+        found[f"{part}_objects"] = int(len(ids))
+        found[f"{part}_found"] = int(round(recall(subset, labels, 0.5) * len(ids))) if len(ids) else 0
     return {
         "id": image_id,
         "kind": kind,
@@ -63,6 +72,7 @@ def image_row(image_id: str, kind: str, truth: np.ndarray, labels: np.ndarray) -
         "predicted": int(len(np.unique(labels[labels > 0]))),
         "fg_true": float((truth > 0).mean()),
         "fg_predicted": float((labels > 0).mean()),
+        **found,
     }
 
 
@@ -92,7 +102,8 @@ def scribble_settings(train_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per kind of image (and ``"all"``): images, mean F1@0.5 and loss = sum(1 - F1) / all images."""
+    """Per kind of image (and ``"all"``): images, mean F1@0.5, loss = sum(1 - F1) / all images, and the recall@0.5
+    of the true objects on the image border and inside it, pooled over the kind's images."""
     total = len(rows)
     out = {}
     for kind in ["all", *sorted({r["kind"] for r in rows})]:
@@ -102,6 +113,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "f1@0.5": float(np.mean(f1s)),
             "loss": float(np.sum(1 - np.array(f1s)) / total),
         }
+        for part in [p for p in ("border", "inner") if any(f"{p}_objects" in r for r in rows)]:
+            objects = sum(r.get(f"{part}_objects", 0) for r in rows if kind == "all" or r["kind"] == kind)
+            found = sum(r.get(f"{part}_found", 0) for r in rows if kind == "all" or r["kind"] == kind)
+            out[kind][f"{part}_recall"] = found / objects if objects else float("nan")
         for key in ("bg_scribble_in_object", "fg_scribble_missed"):
             values = [r[key] for r in rows if key in r and (kind == "all" or r["kind"] == kind)]
             if values:
@@ -120,14 +135,20 @@ def _markdown(record: dict[str, Any], worst: int) -> str:
     fit = "bg_scribble_in_object" in record["kinds"]["all"]
     if fit:
         lines += [
-            "| kind | images | mean F1@0.5 | loss (share of 1 − mean) | background scribble inside an object | "
-            "foreground scribble missed |",
-            "|---|---|---|---|---|---|",
+            "| kind | images | mean F1@0.5 | loss (share of 1 − mean) | recall@0.5 on the border / inside | "
+            "background scribble inside an object | foreground scribble missed |",
+            "|---|---|---|---|---|---|---|",
         ]
     else:
-        lines += ["| kind | images | mean F1@0.5 | loss (share of 1 − mean) |", "|---|---|---|---|"]
+        lines += [
+            "| kind | images | mean F1@0.5 | loss (share of 1 − mean) | recall@0.5 on the border / inside |",
+            "|---|---|---|---|---|",
+        ]
     for kind, s in record["kinds"].items():
-        row = f"| {kind} | {s['images']} | {s['f1@0.5']:.3f} | {s['loss']:.3f} |"
+        row = (
+            f"| {kind} | {s['images']} | {s['f1@0.5']:.3f} | {s['loss']:.3f} | "
+            f"{s.get('border_recall', float('nan')):.3f} / {s.get('inner_recall', float('nan')):.3f} |"
+        )
         if fit:
             row += f" {s['bg_scribble_in_object']:.3f} | {s['fg_scribble_missed']:.3f} |"
         lines.append(row)

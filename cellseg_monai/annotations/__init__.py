@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cellseg_monai.annotations.clicked_components import cut_off_points, unclicked_components
 from cellseg_monai.annotations.foreground_count import (
     count_instances,
     find_weak_mask,
@@ -35,6 +36,8 @@ from cellseg_monai.annotations.simulate import SIMULATED_KINDS, simulate_dataset
 from cellseg_monai.annotations.viewer import VIEWER_KINDS, viewer_labels, write_training_dataset
 
 __all__ = [
+    "cut_off_points",
+    "unclicked_components",
     "VIEWER_KINDS",
     "viewer_labels",
     "write_training_dataset",

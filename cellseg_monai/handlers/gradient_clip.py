@@ -45,7 +45,9 @@ class GradientClipping:
         if not self.max_norm:
             return
         if getattr(engine, "amp", False) and getattr(engine, "accumulation_steps", 1) > 1:
-            raise ValueError("GradientClipping does not support AMP with gradient accumulation (accumulation_steps > 1)")
+            raise ValueError(
+                "GradientClipping does not support AMP with gradient accumulation (accumulation_steps > 1)"
+            )
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:

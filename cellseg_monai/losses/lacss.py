@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 from torch.nn.modules.loss import _Loss
 
+from cellseg_monai.annotations.clicked_components import unclicked_components
 from cellseg_monai.losses.focal import sigmoid_focal_loss
 from cellseg_monai.targets.locations import crop_patches, encode_lpn_targets, window_coordinates
 
@@ -123,16 +123,8 @@ def unclicked_foreground(fg_mask: torch.Tensor, points: torch.Tensor) -> torch.T
         (H, W) bool on ``fg_mask``'s device.
     """
     fg = fg_mask.detach().cpu().numpy() > 0
-    if not fg.any():
-        return torch.zeros(fg.shape, dtype=torch.bool, device=fg_mask.device)
-    comp, _ = ndi.label(fg, structure=np.ones((3, 3), bool))
-    rc = torch.round(points.detach().float().cpu()).long().numpy().reshape(-1, 2)
-    rc = rc[(rc[:, 0] >= 0) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < fg.shape[1])]
-    if len(rc) and not fg[rc[:, 0], rc[:, 1]].all():
-        _, (ny, nx) = ndi.distance_transform_edt(~fg, return_indices=True)  # nearest foreground pixel
-        rc = np.stack([ny[rc[:, 0], rc[:, 1]], nx[rc[:, 0], rc[:, 1]]], axis=1)
-    clicked = np.unique(comp[rc[:, 0], rc[:, 1]])
-    out = fg & ~np.isin(comp, clicked[clicked > 0])
+    comp, ids = unclicked_components(fg, points.detach().float().cpu().numpy())
+    out = np.isin(comp, ids) & fg
     return torch.from_numpy(out).to(fg_mask.device)
 
 

@@ -21,6 +21,7 @@ from .partial import KeepFraction, KeepFractiond
 from .points import (
     MASK_SOURCES,
     POINT_SOURCES,
+    CutOffPointsd,
     DetectPoints,
     DetectPointsd,
     ForegroundMaskd,
@@ -46,6 +47,7 @@ from .semantic_targets import (
 )
 
 __all__ = [
+    "CutOffPointsd",
     "RequireFinite",
     "RequireFinited",
     "POINT_SOURCES",

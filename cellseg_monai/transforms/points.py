@@ -24,6 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
+from cellseg_monai.annotations.clicked_components import cut_off_points
 from cellseg_monai.annotations.points import (
     clicked_ids,
     detect_points,
@@ -36,6 +37,7 @@ from cellseg_monai.annotations.points import (
 from cellseg_monai.data.io import DataError
 
 __all__ = [
+    "CutOffPointsd",
     "POINT_SOURCES",
     "MASK_SOURCES",
     "DetectPoints",
@@ -318,6 +320,49 @@ class MakePointsd(MapTransform):
                 "weak/points/<id>.csv only, train with --points_source files"
             )
         return self.inner(data)
+
+
+class CutOffPointsd(MapTransform):
+    """Give every cell that a training crop cut off from its click a click of its own (:func:`cut_off_points`).
+
+    Place it right after the random crop of a **fully clicked** image: an unclicked mask component that touches the
+    crop's border is the visible part of a cell whose click fell outside the crop; it gets a click at its visible
+    centroid with a new id (above every id in the map), as the truth does for the cells the image border cuts. Without
+    it the location network learns that cut cells are background and misses the cells on a whole image's border. With
+    partial clicks leave it out (an unclicked cut cell may simply be unclicked; the partial-clicks loss ignores it).
+
+    Args:
+        keys: the point map key(s) ((1, H, W), :mod:`this module <cellseg_monai.transforms.points>`).
+        mask_key: the crop's foreground mask ((1, H, W) or (H, W), > 0 = foreground).
+        allow_missing_keys: skip a missing point map.
+    """
+
+    def __init__(self, keys: KeysCollection = "points", mask_key: str = "fg_mask", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        fg = convert_to_numpy(d[self.mask_key], wrap_sequence=True)
+        fg = fg[0] if fg.ndim == 3 else fg
+        for key in self.key_iterator(d):
+            point_map = d[key]
+            arr = convert_to_numpy(point_map, wrap_sequence=True)
+            if arr.shape[-2:] != fg.shape:
+                raise ValueError(f"{key} {arr.shape} and {self.mask_key} {fg.shape} differ in size")
+            points, ids = map_to_points(arr)
+            new = cut_off_points(fg, points)
+            if len(new) == 0:
+                continue
+            start = int(ids.max()) + 1 if len(ids) else 1
+            added = points_to_map(new, fg.shape, np.arange(start, start + len(new)))
+            out = np.where(added > 0, added, arr.reshape(fg.shape)).astype(arr.dtype).reshape(arr.shape)
+            if isinstance(point_map, torch.Tensor):
+                out = torch.as_tensor(out, device=point_map.device)
+                if isinstance(point_map, MetaTensor):
+                    out = MetaTensor(out, meta=point_map.meta, applied_operations=point_map.applied_operations)
+            d[key] = out
+        return d
 
 
 class ThresholdMask(Transform):

@@ -30,6 +30,22 @@ def test_image_row_counts_matches_and_foreground():
     assert (row["objects"], row["predicted"]) == (2, 2)
     assert row["fg_true"] == pytest.approx(72 / 400) and row["fg_predicted"] == pytest.approx(136 / 400)
     assert row["shape"] == [20, 20] and row["kind"] == "fluorescence"
+    assert (row["border_objects"], row["border_found"], row["inner_objects"], row["inner_found"]) == (0, 0, 2, 1)
+
+
+def test_objects_on_the_image_border_are_counted_apart():
+    truth = np.zeros((20, 20), np.int32)
+    truth[0:4, 5:10] = 1  # cut by the top border, found
+    truth[10:14, 16:20] = 2  # cut by the right border, missed
+    truth[8:12, 4:8] = 3  # inside, found
+    pred = np.zeros_like(truth)
+    pred[0:4, 5:9] = 1  # IoU 16 / 20 = 0.8
+    pred[8:12, 4:8] = 2
+    pred[10:12, 18:20] = 3  # IoU 4 / 16 = 0.25 with object 2: no match
+    row = image_row("x", "fluorescence", truth, pred)
+    assert (row["border_objects"], row["border_found"], row["inner_objects"], row["inner_found"]) == (2, 1, 1, 1)
+    s = summarize([row, {**row, "border_found": 2}])
+    assert s["all"]["border_recall"] == pytest.approx(3 / 4) and s["all"]["inner_recall"] == pytest.approx(1.0)
 
 
 def test_the_kinds_losses_add_up_to_the_gap_of_the_mean():

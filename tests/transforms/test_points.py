@@ -7,10 +7,12 @@ import pytest
 import tifffile
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialPadd
+from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialCropd, SpatialPadd
+from scipy import ndimage as ndi
 
 from cellseg_monai.data.io import DataError
 from cellseg_monai.transforms.points import (
+    CutOffPointsd,
     DetectPointsd,
     ForegroundMaskd,
     LoadPointsd,
@@ -183,3 +185,28 @@ def test_detect_points_foreground_only_drops_faint_maxima(foreground_only, expec
         "image", "points", channel=0, sigma_small=2.0, sigma_large=4.0, threshold=0.001, foreground_only=foreground_only
     )({"image": img[None]})
     np.testing.assert_array_equal(map_to_points(out["points"])[0], expected)
+
+
+def test_cut_off_points_d_clicks_the_cell_a_crop_cut_from_its_click():
+    data = SimulatePointsd("label")({"label": _labels()})
+    data["fg_mask"] = (data["label"] > 0).to(torch.uint8)
+    # rows 5..23: cell 5 (rows 2..6) keeps rows 5-6 in the crop, its centroid (4, 5) falls outside
+    crop = SpatialCropd(["label", "points", "fg_mask"], roi_start=(5, 0), roi_end=(24, 32))(data)
+    assert map_to_points(crop["points"])[1].tolist() == [2]  # only cell 2 kept its click
+    out = CutOffPointsd("points", mask_key="fg_mask")(crop)
+    pts, ids = map_to_points(out["points"])
+    visible = ndi.center_of_mass(crop["label"][0].numpy() == 5)  # (0.5, 5.0): the truth's point for a cut cell
+    assert ids.tolist() == [2, 3]  # the new click gets the next free id
+    assert np.array_equal(pts[1], np.round(visible))
+    assert np.array_equal(pts[0], [8.0, 24.0])  # cell 2's click (13, 24) did not move
+    assert isinstance(out["points"], MetaTensor) and out["points"].dtype == crop["points"].dtype
+    assert out["points"].shape == crop["points"].shape
+    # a fully clicked crop is left as it is
+    again = CutOffPointsd("points", mask_key="fg_mask")(out)
+    assert torch.equal(again["points"], out["points"])
+
+
+def test_cut_off_points_d_size_mismatch():
+    data = {"points": torch.zeros(1, 8, 8, dtype=torch.int32), "fg_mask": torch.ones(1, 8, 9)}
+    with pytest.raises(ValueError, match="differ in size"):
+        CutOffPointsd("points")(data)
