@@ -8,7 +8,6 @@ from .batch_meta import meta_of
 from .canonical_shape import CanonicalShapeWriter
 from .centerness_warmup import CenternessWarmup
 from .checkpoint import NothingToResumeError, RunFolderInUseError, TrainingCheckpoint, latest_checkpoint
-from .gradient_clip import GradientClipping
 from .init_weights import InitWeights, InitWeightsError, load_network_weights, resolve_init_ckpt
 from .metrics import InstanceMetricHandler, PixelMetricHandler
 from .pipeline_state import PipelineState
@@ -21,7 +20,6 @@ __all__ = [
     "CanonicalShapeWriter",
     "CenternessWarmup",
     "ForegroundCountHandler",
-    "GradientClipping",
     "InitWeights",
     "InitWeightsError",
     "InstanceMetricHandler",
