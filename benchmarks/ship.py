@@ -52,7 +52,16 @@ if str(REPO) not in sys.path:
 from benchmarks.measure import machine_info  # noqa: E402
 from benchmarks.run import evaluate_bundle, one_bundle, train_bundle, write_val_labels  # noqa: E402
 
-__all__ = ["SHIPPED_METRICS", "network_state_dict", "md5", "install", "docs_section", "update_docs", "main"]
+__all__ = [
+    "check_reused_minutes",
+    "SHIPPED_METRICS",
+    "network_state_dict",
+    "md5",
+    "install",
+    "docs_section",
+    "update_docs",
+    "main",
+]
 
 RESULTS = REPO / "benchmarks" / "results" / "shipped"
 #: per-image-mean ``val`` metrics written to ``metadata.json`` ``eval_metrics`` (those a method can compute)
@@ -87,6 +96,17 @@ def ensemble_weights(files: list[Path]) -> dict[str, torch.Tensor]:
 def ensemble_override(kind: str, size: int) -> str:
     """The ``--set`` override that makes the config's ``network`` an ensemble of ``size`` copies of ``network_def``."""
     return f"network=$cellseg_monai.networks.{ENSEMBLES[kind].format(size=size)}.to(@device)"
+
+
+def check_reused_minutes(seconds: float, minutes: float, slack_s: float = 300.0) -> None:
+    """Refuse to record a reused training under a ``--minutes`` budget it clearly did not have (it ran more than
+    ``slack_s`` past it; a time-limited run stops at the first epoch end after its budget): the record, the docs and
+    ``metadata.json`` would state the wrong budget."""
+    if seconds > 60.0 * minutes + slack_s:
+        raise SystemExit(
+            f"error: the reused training ran {seconds / 60:.1f} min, not --minutes {minutes:g}: pass the --minutes it "
+            "was trained with"
+        )
 
 
 def md5(path: str | Path) -> str:
@@ -260,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         train = train_bundle(
             bundle, args.data, args.work, None, args.minutes, 100000, args.epoch_length, args.set, args.reuse
         )
+        if args.reuse:
+            check_reused_minutes(train["seconds"], args.minutes)
         torch.save(network_state_dict(train["checkpoint"]), str(weights))
     # given weights land in the same work/model.pt whatever they are: never reuse predictions made from that path
     reuse_eval = args.reuse and args.weights is None

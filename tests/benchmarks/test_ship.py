@@ -162,3 +162,12 @@ def test_the_ensemble_override_builds_that_ensemble_from_the_impartial_config(ki
     assert len(network.members) == 3
     if kind == "mixture":
         assert network.classes == list(parser.get_parsed_content("classes"))
+
+
+def test_a_reused_training_is_recorded_only_under_its_own_budget():
+    from benchmarks.ship import check_reused_minutes
+
+    check_reused_minutes(5146.0, 85.0)  # an 85-minute run that stopped at its first epoch end past the budget
+    check_reused_minutes(60.0 * 20 + 299.0, 20.0)
+    with pytest.raises(SystemExit, match="ran 85.8 min, not --minutes 20"):
+        check_reused_minutes(5146.0, 20.0)
