@@ -114,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=8, help="use every N-th train image (8: 67 of BBBC038's 536)")
     p.add_argument("--work", type=Path, help="scratch folder, replaced on each run (default runs/tune/<bundle>)")
     p.add_argument("--install", action="store_true", help="make the chosen value the bundle's default")
+    p.add_argument("--weights", type=Path, help="other weights of the bundle's network (default: its models/model.pt)")
+    p.add_argument("--name", help="result file name (default: the bundle's name)")
     args = p.parse_args(argv)
+    if args.weights is not None and args.install:
+        p.error("--install sets the threshold of the shipped weights: it does not go with --weights")
+    if args.weights is not None and not args.weights.is_file():
+        p.error(f"{args.weights}: no such weights file")
     from benchmarks.ship import md5
     from cellseg_monai.data import load_datalist
 
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(bundle.config("inference.json").read_text())
     if args.key not in config:
         p.error(f"{bundle.config('inference.json')}: no top-level {args.key!r}")
-    weights = bundle.path / "models" / "model.pt"
+    weights = args.weights if args.weights is not None else bundle.path / "models" / "model.pt"
     work = args.work or REPO / "runs" / "tune" / bundle.name
     work.mkdir(parents=True, exist_ok=True)
     items = load_datalist(args.data, "train")[:: args.every]
@@ -155,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         "chosen": chosen,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{bundle.name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / f"{bundle.name}.md").write_text(_markdown(record))
+    name = args.name or bundle.name
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(_markdown(record))
     print(_markdown(record))
     if len(set(curve.values())) == 1:
         print(

@@ -81,3 +81,16 @@ def test_set_default_writes_both_configs_pretty(tmp_path):
         assert text == json.dumps(json.loads(text), indent=4) + "\n"
     with pytest.raises(KeyError, match="no top-level 'no_such_key'"):
         set_default(bundle, "no_such_key", 0.1)
+
+
+def test_other_weights_are_scored_but_never_installed(tmp_path, capsys):
+    from benchmarks.tune_threshold import main
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"not read: the arguments are refused first")
+    with pytest.raises(SystemExit):
+        main(["lacss", "--weights", str(weights), "--install"])
+    assert "does not go with --weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["lacss", "--weights", str(tmp_path / "missing.pt")])
+    assert "missing.pt: no such weights file" in capsys.readouterr().err
