@@ -54,10 +54,10 @@ def image_row(image_id: str, kind: str, truth: np.ndarray, labels: np.ndarray) -
     many of the true objects that touch the image border (``border_*``) and of the others (``inner_*``) a predicted
     object matches at IoU >= 0.5 (``*_found`` of ``*_objects``)."""
     from cellseg_monai.metrics.instance import instance_scores, recall
+    from cellseg_monai.postprocessing import labels_on_border
 
     scores = instance_scores(truth, labels, names=SCORES)
-    on_border = np.unique(np.concatenate([truth[0], truth[-1], truth[:, 0], truth[:, -1]]))
-    on_border = on_border[on_border > 0]
+    on_border = labels_on_border(truth)
     found = {}
     for part, ids in (("border", on_border), ("inner", np.setdiff1d(np.unique(truth[truth > 0]), on_border))):
         subset = np.where(np.isin(truth, ids), truth, 0)

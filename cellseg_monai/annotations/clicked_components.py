@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from cellseg_monai.postprocessing.instances import labels_on_border
+
 __all__ = ["cut_off_points", "unclicked_components"]
 
 _EIGHT = np.ones((3, 3), bool)
@@ -68,8 +70,7 @@ def cut_off_points(fg: np.ndarray, points: np.ndarray) -> np.ndarray:
     comp, ids = unclicked_components(fg, points)
     if len(ids) == 0:
         return np.zeros((0, 2), np.float64)
-    edge = np.unique(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]))
-    ids = np.intersect1d(ids, edge)
+    ids = np.intersect1d(ids, labels_on_border(comp))
     out = np.zeros((len(ids), 2), np.float64)
     for k, cid in enumerate(ids):
         rr, cc = np.nonzero(comp == cid)

@@ -13,6 +13,7 @@ from cellseg_monai.postprocessing.canonical_merge import (
 from cellseg_monai.postprocessing.classic import ClassicBaseline, nuclei_are_dark, otsu_foreground, otsu_watershed
 from cellseg_monai.postprocessing.instances import (
     WatershedParams,
+    labels_on_border,
     mask_to_instances,
     probability_to_instances,
     remove_small_labels,
@@ -52,6 +53,7 @@ __all__ = [
     "otsu_foreground",
     "otsu_watershed",
     "probability_to_instances",
+    "labels_on_border",
     "remove_small_labels",
     "seed_unseeded_components",
     "interior_boundary_to_instances",

@@ -40,6 +40,7 @@ from .extrema import h_maxima_of_objects, peak_local_max_of_labels
 
 __all__ = [
     "WatershedParams",
+    "labels_on_border",
     "mask_to_instances",
     "probability_to_instances",
     "remove_small_labels",
@@ -129,6 +130,13 @@ def _fill_holes(mask: np.ndarray, max_hole_size: int | None) -> np.ndarray:
     if max_hole_size is not None:
         hole &= np.bincount(background.ravel(), minlength=n + 1) <= max_hole_size
     return mask | hole[background]
+
+
+def labels_on_border(labels: np.ndarray) -> np.ndarray:
+    """Sorted non-zero ids of ``labels`` (H, W) that have a pixel on the array's border."""
+    labels = _check_2d(labels, "labels")
+    ids = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return ids[ids != 0]
 
 
 def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:

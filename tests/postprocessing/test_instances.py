@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellseg_monai.postprocessing.instances import mask_to_instances, probability_to_instances
+from cellseg_monai.postprocessing.instances import labels_on_border, mask_to_instances, probability_to_instances
 
 
 def disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
@@ -185,3 +185,15 @@ def test_fill_holes_equals_scipy_fill_then_size_filter(seed: int, max_hole_size:
     np.testing.assert_array_equal(_fill_holes(mask, max_hole_size), mask | small[holes])
     assert (_fill_holes(mask, None) != mask).any()  # the masks do have holes
     np.testing.assert_array_equal(_fill_holes(np.ones((5, 5), bool), None), np.ones((5, 5), bool))
+
+
+def test_labels_on_border_are_the_ids_with_a_pixel_on_an_edge():
+    labels = np.zeros((6, 7), np.int32)
+    labels[0, 2] = 4  # top edge
+    labels[2:4, 2:4] = 9  # inside
+    labels[5, 6] = 2  # bottom-right corner
+    labels[3, 0] = 7  # left edge
+    assert labels_on_border(labels).tolist() == [2, 4, 7]
+    assert labels_on_border(np.zeros((3, 3), np.int32)).size == 0
+    with np.testing.assert_raises(ValueError):
+        labels_on_border(np.zeros((1, 3, 3), np.int32))
