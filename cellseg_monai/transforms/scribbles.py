@@ -33,6 +33,8 @@ class SimulateScribbles(Transform):
         fov: field of view side in pixels (ImPartial: 32).
         class_map: object id → foreground class (>= 1); default class 1 (scribble value 2).
         contour_classes: classes that also get the eroded contour stroke.
+        separate_touching: also draw the seams between an annotated object and the objects it touches as
+            background (not in the paper's protocol; see :func:`simulate_scribbles`).
 
     ``__call__(label, sample_id=None)``: ``label`` is (1, H, W) or (H, W) integer instance ids; ``sample_id``
     defaults to ``label.meta["id"]``. Returns an ``int32`` (1, H, W) ``MetaTensor`` (0 unlabelled, 1 background,
@@ -49,12 +51,14 @@ class SimulateScribbles(Transform):
         fov: int = 32,
         class_map: Mapping[int, int] | None = None,
         contour_classes: Sequence[int] = (),
+        separate_touching: bool = False,
     ) -> None:
         self.budget = budget
         self.seed = seed
         self.fov = fov
         self.class_map = class_map
         self.contour_classes = tuple(contour_classes)
+        self.separate_touching = bool(separate_touching)
 
     def __call__(self, label: torch.Tensor | np.ndarray, sample_id: str | None = None) -> MetaTensor:
         meta = dict(label.meta) if isinstance(label, MetaTensor) else {}
@@ -79,6 +83,7 @@ class SimulateScribbles(Transform):
             fov=self.fov,
             class_map=self.class_map,
             contour_classes=self.contour_classes,
+            separate_touching=self.separate_touching,
         )
         data = torch.as_tensor(scr.astype(np.int32)[None])
         affine = label.affine.clone() if isinstance(label, MetaTensor) else torch.eye(3, dtype=torch.float64)
@@ -98,7 +103,7 @@ class SimulateScribblesd(MapTransform):
     Args:
         keys: the key of the loaded instance labels (one key).
         scribble_key: where the scribbles go (and where user scribbles are looked for).
-        budget, seed, fov, class_map, contour_classes: see :class:`SimulateScribbles`.
+        budget, seed, fov, class_map, contour_classes, separate_touching: see :class:`SimulateScribbles`.
         id_key: key of the sample id in the data dict.
         ref_key: key of the image that user scribbles of an unlabelled sample must match in height and width.
         allow_missing_keys: skip a sample with neither label nor scribbles (otherwise an error).
@@ -120,6 +125,7 @@ class SimulateScribblesd(MapTransform):
         id_key: Hashable = "id",
         ref_key: Hashable | None = "image",
         allow_missing_keys: bool = False,
+        separate_touching: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
@@ -127,7 +133,7 @@ class SimulateScribblesd(MapTransform):
         self.scribble_key = scribble_key
         self.id_key = id_key
         self.ref_key = ref_key
-        self.simulator = SimulateScribbles(budget, seed, fov, class_map, contour_classes)
+        self.simulator = SimulateScribbles(budget, seed, fov, class_map, contour_classes, separate_touching)
 
     @staticmethod
     def _user(user: Any) -> Any:

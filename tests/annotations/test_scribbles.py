@@ -15,7 +15,7 @@ from scipy import ndimage
 from skimage.draw import disk as draw_disk
 from skimage.morphology import skeletonize
 
-from cellseg_monai.annotations.scribbles import budget_count, read_scribbles, simulate_scribbles
+from cellseg_monai.annotations.scribbles import budget_count, read_scribbles, simulate_scribbles, touching_seams
 from cellseg_monai.data.io import DataError
 
 
@@ -80,6 +80,60 @@ def test_background_strokes_near_annotated_objects():
     dist = ndimage.distance_transform_edt(~np.isin(lab, list(annotated(lab, scr))))
     # every background stroke lies in a 16 x 16 field of view around an annotated object, or in its ring
     assert dist[scr == 1].max() <= 16 * np.sqrt(2) + 4
+
+
+def test_touching_seams_hand_made():
+    lab = np.array(
+        [
+            [1, 1, 2, 0],
+            [1, 1, 2, 0],
+            [3, 0, 0, 4],  # 3 touches 1 from below; 4 touches 2 only diagonally
+        ]
+    )
+    index, own, other = touching_seams(lab)
+    ys, xs = np.unravel_index(index, lab.shape)
+    got = sorted(zip(ys.tolist(), xs.tolist(), own.tolist(), other.tolist(), strict=True))
+    expected = [
+        (0, 1, 1, 2),
+        (0, 2, 2, 1),
+        (1, 1, 1, 2),
+        (1, 2, 2, 1),  # the vertical seam of 1 and 2, both sides
+        (1, 0, 1, 3),
+        (2, 0, 3, 1),  # 1 above 3
+    ]
+    assert got == sorted(expected)
+
+
+def test_touching_seams_none_without_contact():
+    index, own, other = touching_seams(discs(6))
+    assert index.size == own.size == other.size == 0
+
+
+@pytest.mark.parametrize("budget", [2, 5, 0.5])
+def test_separate_touching_marks_the_seams_of_annotated_objects(budget):
+    # clumps of touching nuclei: each pixel within 7 px of a seed belongs to its nearest seed (Voronoi seams)
+    rng = np.random.default_rng(0)
+    seeds = np.zeros((96, 96), np.int32)
+    seeds[tuple(rng.integers(8, 88, size=(2, 20)))] = np.arange(1, 21)
+    dist, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    lab = np.where(dist <= 7, seeds[iy, ix], 0)
+    plain = simulate_scribbles(lab, "t", seed=1, budget=budget, fov=8)
+    seams = simulate_scribbles(lab, "t", seed=1, budget=budget, fov=8, separate_touching=True)
+    chosen = annotated(lab, plain)
+    assert annotated(lab, seams) == chosen
+    # reference: a pixel of object a is on a seam when a 4-neighbour belongs to another object b, and a or b is annotated
+    cross = ndimage.generate_binary_structure(2, 1)
+    expected = np.zeros(lab.shape, bool)
+    for a in range(1, int(lab.max()) + 1):
+        near = ndimage.binary_dilation(lab == a, cross) & (lab > 0) & (lab != a)  # pixels of others next to a
+        for b in np.unique(lab[near]):
+            if a in chosen or b in chosen:
+                expected |= (lab == b) & ndimage.binary_dilation(lab == a, cross)
+                expected |= (lab == a) & ndimage.binary_dilation(lab == b, cross)
+    expected &= plain < 2  # foreground strokes keep their pixels
+    assert expected.any()
+    np.testing.assert_array_equal(seams[expected], 1)
+    np.testing.assert_array_equal(seams[~expected], plain[~expected])
 
 
 def test_deterministic_and_seeded():

@@ -44,6 +44,24 @@ def test_simulated_from_loaded_label(files, budget, n_expected):
     assert torch.equal(scr.as_tensor(), again.as_tensor())
 
 
+def test_separate_touching_is_passed_on(files):
+    lab = np.zeros((30, 40), np.int32)
+    lab[5:11, 5:12] = 1
+    lab[5:11, 12:18] = 2  # touches object 1 on its right
+    lab[20:26, 20:30] = 3  # alone
+    d = {"label": MetaTensor(torch.as_tensor(lab.astype(np.int32))[None]), "id": "cell"}
+    plain = SimulateScribblesd("label", budget=1.0)(d)["scribble"][0].numpy()
+    seams = SimulateScribblesd("label", budget=1.0, separate_touching=True)(d)["scribble"][0].numpy()
+    changed = plain != seams
+    # every object is annotated: the columns on both sides of the 1 | 2 seam, rows 5..10, except foreground strokes
+    expected = np.zeros_like(changed)
+    expected[5:11, 11:13] = True
+    expected &= plain < 2
+    assert expected.any()
+    np.testing.assert_array_equal(changed, expected)
+    np.testing.assert_array_equal(seams[changed], 1)
+
+
 def test_sample_id_from_dict_or_meta(files):
     d = LOAD({"image": str(files / "cell.tif"), "label": str(files / "cell_lab.tif")})  # no "id": meta["id"]
     by_meta = SimulateScribblesd("label", budget=1)(d)["scribble"]
