@@ -197,3 +197,33 @@ def test_labels_on_border_are_the_ids_with_a_pixel_on_an_edge():
     assert labels_on_border(np.zeros((3, 3), np.int32)).size == 0
     with np.testing.assert_raises(ValueError):
         labels_on_border(np.zeros((1, 3, 3), np.int32))
+
+
+def test_relative_h_keeps_a_large_dented_object_and_splits_small_touching_ones() -> None:
+    # two overlapping discs; the neck's depth below the lower peak is measured on the exact distance transform
+    shape = (140, 220)
+    big = disc(shape, 60, 50, 40) | disc(shape, 60, 84, 39)  # peaks 40 and 39 px, neck 3.0 px deep
+    small = disc(shape, 120, 170, 8) | disc(shape, 120, 182, 7)  # peaks 8 and 7 px, neck 2.1 px deep
+    assert not (big & small).any()
+    mask = big | small
+    exact = {"sigma": 0.0, "min_distance": 3}
+
+    def big_whole_small_split(labels: np.ndarray) -> bool:
+        return len(np.unique(labels[big])) == 1 and len(np.unique(labels[small])) == 2
+
+    # no absolute depth does both: the deeper neck belongs to the large object
+    for h in (1.0, 1.5, 2.0, 2.5, 3.5):
+        assert not big_whole_small_split(mask_to_instances(mask, h=h, **exact))
+    # relative to each object's peak: 0.1 x 40 = 4 px for the large one, max(1, 0.1 x 8) = 1 px for the small one
+    labels = mask_to_instances(mask, h=1.0, relative_h=0.1, **exact)
+    assert labels.max() == 3 and big_whole_small_split(labels)
+    np.testing.assert_array_equal(labels > 0, mask)
+    # the same as each object alone at its own absolute depth
+    np.testing.assert_array_equal(labels[big] > 0, mask_to_instances(big, h=4.0, **exact)[big] > 0)
+    assert mask_to_instances(big, h=4.0, **exact).max() == 1 and mask_to_instances(small, h=1.0, **exact).max() == 2
+    # 0 is off: the labels of the plain absolute depth
+    np.testing.assert_array_equal(
+        mask_to_instances(mask, h=1.0, relative_h=0.0, **exact), mask_to_instances(mask, h=1.0, **exact)
+    )
+    with pytest.raises(ValueError, match="relative_h"):
+        mask_to_instances(mask, relative_h=-0.1)
