@@ -263,6 +263,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_training_log(path: Path, log: Path, record: dict[str, Any], reused: dict[str, Any] | None) -> bool:
+    """Keep the last ``LOG_LINES`` of the training log ``log`` in ``path``. A re-scored training of the weights
+    already shipped (``reused``: the previous record, with the same md5) keeps the log recorded when it was trained:
+    its work folder may no longer hold it. Returns whether ``path`` was written."""
+    if reused is not None and reused.get("md5") == record["md5"] and path.is_file():
+        return False
+    lines = log.read_text(errors="replace").splitlines()
+    path.write_text("\n".join(lines[-LOG_LINES:]) + "\n")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -313,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     _pretty_json(RESULTS / f"{bundle.name}.json", record)
     (RESULTS / f"{bundle.name}.md").write_text(_markdown(record))
-    log = Path(train["log"]).read_text(errors="replace").splitlines()
-    (RESULTS / f"{bundle.name}-train.log").write_text("\n".join(log[-LOG_LINES:]) + "\n")
+    write_training_log(
+        RESULTS / f"{bundle.name}-train.log", Path(train["log"]), record, previous if args.reuse else None
+    )
     install(bundle.path, weights, record)
     print(f"installed {bundle.path / 'models' / 'model.pt'} ({record['bytes'] / 1e6:.2f} MB, md5 {record['md5']})")
     return 0

@@ -171,3 +171,22 @@ def test_a_reused_training_is_recorded_only_under_its_own_budget():
     check_reused_minutes(60.0 * 20 + 299.0, 20.0)
     with pytest.raises(SystemExit, match="ran 85.8 min, not --minutes 20"):
         check_reused_minutes(5146.0, 20.0)
+
+
+def test_a_rescored_shipped_training_keeps_its_recorded_log(tmp_path):
+    from benchmarks.ship import LOG_LINES, write_training_log
+
+    recorded = tmp_path / "impartial-train.log"
+    recorded.write_text("the training's own log\n")
+    work_log = tmp_path / "train.log"
+    work_log.write_text("\n".join(f"line {i}" for i in range(LOG_LINES + 5)) + "\n")
+    shipped = {**RECORD, "md5": "abc"}
+    # the same weights scored again: the recorded log stays
+    assert not write_training_log(recorded, work_log, shipped, reused=shipped)
+    assert recorded.read_text() == "the training's own log\n"
+    # other weights, or a fresh training: the work folder's log, its last LOG_LINES lines
+    for reused in ({**RECORD, "md5": "other"}, None):
+        recorded.write_text("old\n")
+        assert write_training_log(recorded, work_log, shipped, reused=reused)
+        lines = recorded.read_text().splitlines()
+        assert len(lines) == LOG_LINES and lines[0] == "line 5" and lines[-1] == f"line {LOG_LINES + 4}"
